@@ -1,0 +1,30 @@
+"""nptransformer: the Transformer from a tiny reverse-mode autograd in pure NumPy."""
+from . import functional
+from .autograd import DEFAULT_DTYPE, Function, OpError, ShapeError, Tensor, is_grad_enabled, no_grad, tensor
+from .backend import DeviceError, cupy_available, get_array_module
+from .functional.primitives import concatenate, masked_fill, split, stack, where
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_DTYPE",
+    "DeviceError",
+    "Function",
+    "GradcheckError",
+    "OpError",
+    "ShapeError",
+    "Tensor",
+    "concatenate",
+    "cupy_available",
+    "functional",
+    "get_array_module",
+    "gradcheck",
+    "is_grad_enabled",
+    "masked_fill",
+    "no_grad",
+    "split",
+    "stack",
+    "tensor",
+    "where",
+]

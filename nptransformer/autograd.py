@@ -1,0 +1,549 @@
+"""A small reverse-mode autograd: Tensor, Function, the graph walk, and no_grad.
+
+How it works, in four sentences. Every op is a ``Function`` with a ``forward`` and a
+``backward`` written side by side on raw arrays. ``Function.apply`` runs the forward and, when a
+gradient is wanted, records a ``Context`` on the output: which Function made it, from which
+input Tensors, and what the forward saved for the backward. ``Tensor.backward`` orders the
+recorded graph topologically (iteratively, so a chain of 100,000 ops is fine) and calls each
+backward once, from the output back to the leaves, adding up every contribution a tensor gets.
+Broadcasting is undone here, once, so no op has to undo it itself.
+
+This engine computes first-order gradients: backward passes work on plain arrays and are not
+themselves recorded, so gradients of gradients are not available.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy
+
+from .backend import get_array_module, to_device
+
+DEFAULT_DTYPE = numpy.float32
+
+
+class OpError(ValueError):
+    """An op was called with inputs it cannot take (wrong shapes, dtypes or values)."""
+
+
+class ShapeError(OpError):
+    """An op was called with shapes it cannot combine."""
+
+
+# --------------------------------------------------------------------------- grad mode
+class _GradMode(threading.local):
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``: ops then record no graph."""
+    return _grad_mode.enabled
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Record no graph inside: ``with no_grad(): ...`` or ``@no_grad()`` on a function.
+
+    Used for evaluation, decoding and optimizer updates, where no gradient is wanted and the
+    saved activations would only cost memory. The previous mode is restored on exit, even when
+    the body raises.
+    """
+
+    def __enter__(self):
+        self._previous = _grad_mode.enabled
+        _grad_mode.enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self._previous
+        return False
+
+    def _recreate_cm(self):
+        return type(self)()
+
+
+# --------------------------------------------------------------------------- Function
+class Context:
+    """What a forward leaves for its backward.
+
+    ``save_for_backward(*arrays)`` keeps arrays (read back as ``ctx.saved``); other values can be
+    set as plain attributes (``ctx.axis = axis``). ``ctx.needs_input_grad[i]`` tells whether
+    input ``i`` wants a gradient, so a backward may skip work for inputs that do not.
+    """
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+
+class _FreedGraph:
+    """Stands in for a Context whose saved arrays were released after a backward."""
+
+
+_FREED = _FreedGraph()
+
+
+class Function:
+    """Base class of every op: a ``forward`` and a ``backward`` on raw arrays, side by side.
+
+    Subclass it and write two static methods::
+
+        class Square(Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x * x
+
+            @staticmethod
+            def backward(ctx, dout):
+                (x,) = ctx.saved
+                return 2 * x * dout
+
+        y = Square.apply(t)
+
+    ``forward`` receives the arrays of its Tensor arguments (other arguments as given) and
+    returns one array. ``backward`` receives the gradient of the loss with respect to that
+    output and returns one gradient per positional argument of ``forward`` (a tuple, or a single
+    array when there is one argument); return None for arguments that take no gradient, and
+    trailing non-tensor arguments (an axis, a shape) may be left out.
+    A gradient may have the broadcast shape of the output: the engine sums it back to the
+    input's shape. ``backward`` must not modify ``dout`` in place.
+    """
+
+    name = None  # the op's name in error messages; defaults to the class name, lower-cased
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, dout):
+        raise NotImplementedError
+
+    @classmethod
+    def op_name(cls) -> str:
+        return cls.name or cls.__name__.lower()
+
+    @classmethod
+    def apply(cls, *args, **kwargs) -> "Tensor":
+        ctx = Context()
+        arrays = []
+        needs = []
+        tracked = False
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                needs.append(a.requires_grad)
+                tracked = tracked or a.requires_grad
+            else:
+                arrays.append(a)
+                needs.append(False)
+        if len(arrays) > 1:
+            get_array_module(*arrays)  # raises a DeviceError when devices are mixed
+        tracked = tracked and _grad_mode.enabled
+        ctx.needs_input_grad = tuple(needs)
+        try:
+            out = cls.forward(ctx, *arrays, **kwargs)
+        except OpError:
+            raise
+        except (ValueError, IndexError, TypeError) as exc:
+            shapes = ", ".join(str(getattr(a, "shape", type(a).__name__)) for a in arrays)
+            raise OpError(f"{cls.op_name()}: {exc} (input shapes: {shapes})") from None
+        if isinstance(out, numpy.generic):
+            out = numpy.asarray(out)  # NumPy reductions return scalars; keep every .data an array
+        result = Tensor._from_op(out, tracked)
+        if tracked:
+            ctx.fn = cls
+            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            result._ctx = ctx
+        return result
+
+
+# --------------------------------------------------------------------------- Tensor
+def _as_array(data, dtype):
+    """An array from ``data``: arrays keep their module and dtype; Python values get defaults."""
+    if hasattr(data, "__array_namespace__") or isinstance(data, numpy.generic):
+        xp = get_array_module(data)
+        if not hasattr(data, "shape"):
+            data = xp.asarray(data)
+        if dtype is not None and data.dtype != dtype:
+            data = data.astype(dtype)
+        return data
+    if isinstance(data, Tensor):
+        raise TypeError("Tensor(...) got a Tensor; use t.detach() for a copy without history")
+    array = numpy.asarray(data, dtype=dtype)
+    if dtype is None and array.dtype == numpy.float64:
+        array = array.astype(DEFAULT_DTYPE)
+    return array
+
+
+def _is_float(dtype) -> bool:
+    return numpy.issubdtype(dtype, numpy.floating)
+
+
+class Tensor:
+    """An array (``.data``) with an optional gradient (``.grad``) and the op that made it.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``: an existing NumPy or CuPy array keeps its
+    dtype (float64 stays float64, as gradcheck needs); Python numbers and lists become float32
+    (floats) or int64 (integers). A Python scalar combined with a tensor takes the tensor's
+    dtype, so ``x * 0.5`` stays float32.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __array_ufunc__ = None  # `ndarray * Tensor` defers to Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and not _is_float(self.data.dtype):
+            raise TypeError(
+                f"Tensor: only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._retains_grad = False
+
+    @classmethod
+    def _from_op(cls, data, requires_grad):
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._ctx = None
+        t._retains_grad = False
+        return t
+
+    # ---- array facts
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        from .backend import device_of
+
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = numpy.array_repr(numpy.asarray(self.numpy()))[len("array(") : -1].replace("\n", "\n ")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self.device != "cpu":
+            extra += f", device={self.device!r}"
+        return f"Tensor({body}{extra})"
+
+    def numpy(self):
+        """The data as a NumPy array on the host (copied from the GPU when needed)."""
+        return to_device(self.data, "cpu")
+
+    def item(self):
+        """The single value of a one-element tensor, as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors have an item, this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same data with no history and no gradient (shares memory)."""
+        return Tensor._from_op(self.data, False)
+
+    def requires_grad_(self, requires_grad=True) -> "Tensor":
+        if requires_grad and not _is_float(self.dtype):
+            raise TypeError(f"requires_grad_: dtype {self.dtype} cannot require gradients")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep it)."""
+        self._retains_grad = True
+        return self
+
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ('cpu' or 'cuda'); a differentiable copy when it moves."""
+        if self.device == device:
+            return self
+        return _prim.ToDevice.apply(self, device=device)
+
+    # ---- backward
+    def backward(self, grad=None, retain_graph=False):
+        """Back-propagate from this tensor, adding d(self)/d(leaf) into every leaf's ``.grad``.
+
+        A scalar seeds with 1; any other shape needs ``grad`` of its own shape (the upstream
+        gradient). Gradients accumulate: call ``zero_grad()`` (or set ``.grad = None``) between
+        steps. The saved arrays are released as the walk passes them, unless ``retain_graph``.
+        """
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: this tensor has shape {self.shape}; only a one-element tensor can "
+                    "seed itself with 1. Reduce it first (e.g. loss.sum() or loss.mean()), or pass "
+                    "grad=<array of the same shape>"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else _as_array(grad, self.dtype)
+            if grad.shape != self.shape:
+                raise ShapeError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph to walk")
+        _run_backward(self, grad, retain_graph)
+
+    # ---- operators (the ops live in nptransformer.functional.primitives)
+    def __add__(self, other):
+        return _prim.add(self, other)
+
+    def __radd__(self, other):
+        return _prim.add(other, self)
+
+    def __sub__(self, other):
+        return _prim.sub(self, other)
+
+    def __rsub__(self, other):
+        return _prim.sub(other, self)
+
+    def __mul__(self, other):
+        return _prim.mul(self, other)
+
+    def __rmul__(self, other):
+        return _prim.mul(other, self)
+
+    def __truediv__(self, other):
+        return _prim.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _prim.div(other, self)
+
+    def __pow__(self, other):
+        return _prim.pow(self, other)
+
+    def __rpow__(self, other):
+        return _prim.pow(other, self)
+
+    def __matmul__(self, other):
+        return _prim.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _prim.matmul(other, self)
+
+    def __neg__(self):
+        return _prim.Neg.apply(self)
+
+    def __getitem__(self, index):
+        return _prim.getitem(self, index)
+
+    # Comparisons give boolean tensors (masks) and are not differentiable.
+    def __lt__(self, other):
+        return _prim.compare("less", self, other)
+
+    def __le__(self, other):
+        return _prim.compare("less_equal", self, other)
+
+    def __gt__(self, other):
+        return _prim.compare("greater", self, other)
+
+    def __ge__(self, other):
+        return _prim.compare("greater_equal", self, other)
+
+    # ---- methods with NumPy's words
+    def exp(self):
+        return _prim.Exp.apply(self)
+
+    def log(self):
+        return _prim.Log.apply(self)
+
+    def sqrt(self):
+        return _prim.Sqrt.apply(self)
+
+    def tanh(self):
+        return _prim.Tanh.apply(self)
+
+    def sigmoid(self):
+        return _prim.Sigmoid.apply(self)
+
+    def relu(self):
+        return _prim.Relu.apply(self)
+
+    def abs(self):
+        return _prim.Abs.apply(self)
+
+    def maximum(self, other):
+        return _prim.maximum(self, other)
+
+    def minimum(self, other):
+        return _prim.minimum(self, other)
+
+    def sum(self, axis=None, keepdims=False):
+        return _prim.Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _prim.Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _prim.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _prim.Min.apply(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis=None, keepdims=False, ddof=0):
+        return _prim.Var.apply(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def reshape(self, *shape):
+        return _prim.reshape(self, *shape)
+
+    def transpose(self, *axes):
+        return _prim.transpose(self, *axes)
+
+    @property
+    def T(self):
+        return _prim.transpose(self)
+
+    def swapaxes(self, axis1, axis2):
+        return _prim.swapaxes(self, axis1, axis2)
+
+    def broadcast_to(self, shape):
+        return _prim.broadcast_to(self, shape)
+
+    def squeeze(self, axis=None):
+        return _prim.squeeze(self, axis)
+
+    def unsqueeze(self, axis):
+        return _prim.unsqueeze(self, axis)
+
+    def matmul(self, other):
+        return _prim.matmul(self, other)
+
+    def masked_fill(self, mask, value):
+        return _prim.masked_fill(self, mask, value)
+
+    def astype(self, dtype):
+        return _prim.astype(self, dtype)
+
+
+def tensor(data, requires_grad=False, dtype=None) -> Tensor:
+    """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- the graph walk
+def _topological_order(root):
+    """Tensors reachable from ``root`` that need a gradient, each after everything it feeds.
+
+    Iterative depth-first search (no recursion, so any depth works); returned outputs-first.
+    """
+    order = []
+    visited = {id(root)}
+    stack = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        stack.append((t, True))
+        ctx = t._ctx
+        if ctx is _FREED:
+            raise RuntimeError(
+                "backward: this graph was already walked and its saved arrays were released; "
+                "pass retain_graph=True to the first backward() to walk it twice"
+            )
+        if ctx is None:
+            continue
+        for p in ctx.inputs:
+            if p is not None and p.requires_grad and id(p) not in visited:
+                visited.add(id(p))
+                stack.append((p, False))
+    order.reverse()
+    return order
+
+
+def _unbroadcast(grad, shape, fn):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        raise ShapeError(f"{fn.op_name()}.backward returned a gradient of shape {grad.shape} for an input of shape {shape}")
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1
+    )
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if extra:
+        grad = grad.reshape(grad.shape[extra:])
+    if grad.shape != shape:
+        raise ShapeError(
+            f"{fn.op_name()}.backward returned a gradient of shape {grad.shape} for an input of "
+            f"shape {shape}; a gradient must have its input's shape (or a broadcast of it)"
+        )
+    return grad
+
+
+def _run_backward(root, grad, retain_graph):
+    grads = {id(root): grad}
+    for t in _topological_order(root):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        ctx = t._ctx
+        if ctx is None or t._retains_grad:
+            if g.dtype != t.dtype:
+                g = g.astype(t.dtype)
+            if t.grad is None:
+                t.grad = g.copy()  # own the buffer: g may be shared with another input's gradient
+            else:
+                t.grad += g
+            if ctx is None:
+                continue
+        in_grads = ctx.fn.backward(ctx, g)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        if len(in_grads) < len(ctx.inputs):  # trailing non-tensor arguments may be left out
+            missing = ctx.inputs[len(in_grads) :]
+            if any(m is not None and m.requires_grad for m in missing):
+                raise RuntimeError(
+                    f"{ctx.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for "
+                    f"{len(ctx.inputs)} forward argument(s), and a tensor that needs a gradient is "
+                    "among the missing; return one per argument (None where none)"
+                )
+        elif len(in_grads) > len(ctx.inputs):
+            raise RuntimeError(
+                f"{ctx.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for only "
+                f"{len(ctx.inputs)} forward argument(s)"
+            )
+        for inp, ig in zip(ctx.inputs, in_grads):
+            if inp is None or ig is None or not inp.requires_grad:
+                continue
+            ig = _unbroadcast(ig, inp.shape, ctx.fn)
+            key = id(inp)
+            if key in grads:
+                grads[key] = grads[key] + ig
+            else:
+                grads[key] = ig
+        if not retain_graph:
+            t._ctx = _FREED
+
+
+from .functional import primitives as _prim  # noqa: E402  (the ops need Tensor and Function first)

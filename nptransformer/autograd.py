@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import traceback
 
 import numpy
 
@@ -150,7 +151,7 @@ class Function:
             raise
         except (ValueError, IndexError, TypeError) as exc:
             shapes = ", ".join(str(getattr(a, "shape", type(a).__name__)) for a in arrays)
-            raise OpError(f"{cls.op_name()}: {exc} (input shapes: {shapes})") from None
+            raise OpError(f"{cls.op_name()}: {exc} (input shapes: {shapes}){_where(exc)}") from None
         if isinstance(out, numpy.generic):
             out = numpy.asarray(out)  # NumPy reductions return scalars; keep every .data an array
         result = Tensor._from_op(out, tracked)
@@ -161,13 +162,20 @@ class Function:
         return result
 
 
+def _where(exc) -> str:
+    """' [in forward, file:line]': the line of the op's forward where ``exc`` came from."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if len(frames) < 2:  # raised by Function.apply itself
+        return ""
+    return f" [in {frames[1].name}, {frames[1].filename}:{frames[1].lineno}]"
+
+
 # --------------------------------------------------------------------------- Tensor
 def _as_array(data, dtype):
     """An array from ``data``: arrays keep their module and dtype; Python values get defaults."""
-    if hasattr(data, "__array_namespace__") or isinstance(data, numpy.generic):
-        xp = get_array_module(data)
-        if not hasattr(data, "shape"):
-            data = xp.asarray(data)
+    if isinstance(data, numpy.generic):
+        data = numpy.asarray(data)  # a NumPy scalar is immutable; a 0-d array is not
+    if hasattr(data, "__array_namespace__"):
         if dtype is not None and data.dtype != dtype:
             data = data.astype(dtype)
         return data

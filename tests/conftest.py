@@ -38,7 +38,7 @@ def xp(request):
     return backend_module(request.param)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def torch():
     """PyTorch, or skip: parity tests run only where torch is installed."""
     return pytest.importorskip("torch")

@@ -463,13 +463,16 @@ def _topological_order(root):
     Iterative depth-first search (no recursion, so any depth works); returned outputs-first.
     """
     order = []
-    visited = {id(root)}
+    visited = set()
     stack = [(root, False)]
     while stack:
         t, expanded = stack.pop()
         if expanded:
             order.append(t)
             continue
+        if id(t) in visited:  # marked when expanded, not when pushed: only then is the order right
+            continue
+        visited.add(id(t))
         stack.append((t, True))
         ctx = t._ctx
         if ctx is _FREED:
@@ -481,7 +484,6 @@ def _topological_order(root):
             continue
         for p in ctx.inputs:
             if p is not None and p.requires_grad and id(p) not in visited:
-                visited.add(id(p))
                 stack.append((p, False))
     order.reverse()
     return order

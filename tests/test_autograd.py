@@ -48,6 +48,17 @@ def test_diamond_graph_sums_both_paths():
     np.testing.assert_allclose(a.grad, 2 * np.exp(1.5) + 3 * np.exp(1.5))
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_diamond_in_either_input_order(first):
+    """x - max(x): x feeds the output directly and through max; both paths must arrive before
+    x is processed, whichever order the inputs are pushed in."""
+    x = nt.Tensor(np.array([1.0, 3.0, 2.0]), requires_grad=True)
+    m = x.max(axis=0, keepdims=True)
+    y = x - m if first else -(m - x)
+    y.backward(np.ones(3))
+    np.testing.assert_allclose(x.grad, [1.0, -2.0, 1.0])
+
+
 def test_tensor_used_twice_in_one_op():
     a = nt.Tensor(np.array([2.0, -1.0]), requires_grad=True)
     (a * a).sum().backward()

@@ -1,0 +1,4 @@
+"""Real pretrained models: their tokenizers and weights (read with nptransformer.serialization)."""
+from .wordpiece import WordPieceTokenizer
+
+__all__ = ["WordPieceTokenizer"]

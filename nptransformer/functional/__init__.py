@@ -32,3 +32,10 @@ from .primitives import (
     unsqueeze,
     where,
 )
+from .softmax import cross_entropy, log_softmax, softmax
+from .attention import scaled_dot_product_attention
+from .layer_norm import layer_norm
+from .activations import gelu
+from .linear import linear
+from .embedding import embedding
+from .dropout import dropout

@@ -30,3 +30,8 @@ __all__ = [
     "sample",
     "top_k_top_p_filter",
 ]
+
+# Generation from models (GPT, Seq2SeqTransformer), with or without a KV cache: decoding/generate.py.
+from .generate import GPTScorer, Seq2SeqScorer, generate_gpt, generate_seq2seq
+
+__all__ += ["GPTScorer", "Seq2SeqScorer", "generate_gpt", "generate_seq2seq"]

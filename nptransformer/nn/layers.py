@@ -8,7 +8,7 @@ import numpy
 from .. import functional as F
 from ..autograd import DEFAULT_DTYPE, Tensor
 from ..backend import get_array_module
-from .module import Module, ModuleError, Parameter, default_rng, init_uniform
+from .module import Module, ModuleError, Parameter, child_rng, default_rng, init_uniform
 
 
 def check_last_axis(module, x, size, what="input"):
@@ -96,8 +96,8 @@ class LayerNorm(Module):
 class Dropout(Module):
     """Inverted dropout while training; the identity in eval mode.
 
-    Each Dropout owns a generator seeded from the default one when the model is built, so a
-    seeded model drops the same units run after run; its state goes into checkpoints.
+    Each Dropout owns a generator seeded from ``rng`` (or the default one) when the model is
+    built, so a seeded model drops the same units run after run; its state goes into checkpoints.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -105,7 +105,7 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ModuleError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
-        self.rng = rng or numpy.random.default_rng(default_rng().integers(2**63))
+        self.rng = child_rng(rng)
 
     def forward(self, x):
         return F.dropout(x, self.p, training=self.training, rng=self.rng)
@@ -134,7 +134,7 @@ class FeedForward(Module):
         self.linear1 = Linear(d_model, dim_feedforward, rng=rng)
         self.activation_name = activation
         self.activation = activation_fn(activation)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, rng=rng)
         self.linear2 = Linear(dim_feedforward, d_model, rng=rng)
 
     def forward(self, x):
@@ -167,18 +167,20 @@ class PositionalEncoding(Module):
     The table is a non-persistent buffer: it is recomputed, not saved in checkpoints.
     """
 
-    def __init__(self, d_model, max_len=5000, dropout=0.0):
+    def __init__(self, d_model, max_len=5000, dropout=0.0, rng=None):
         super().__init__()
         self.d_model, self.max_len = d_model, max_len
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, rng=rng)
 
-    def forward(self, x):
+    def forward(self, x, offset=0):
+        """x (B, T, C) at positions offset .. offset + T - 1 (offset > 0 when decoding with a cache)."""
         check_last_axis(self, x, self.d_model)
         T = x.shape[-2]
-        if T > self.max_len:
-            raise ModuleError(f"PositionalEncoding: sequence length {T} exceeds max_len {self.max_len}")
-        return self.dropout(x + self.pe[:T])
+        if offset + T > self.max_len:
+            where = f"sequence length {T} exceeds" if offset == 0 else f"positions up to {offset + T} exceed"
+            raise ModuleError(f"PositionalEncoding: {where} max_len {self.max_len}")
+        return self.dropout(x + self.pe[offset:offset + T])
 
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}"

@@ -8,7 +8,7 @@ import numpy
 
 from ..autograd import Tensor
 from ..backend import get_array_module
-from .attention import MultiheadAttention
+from .attention import DecoderCache, MultiheadAttention
 from .layers import (
     Dropout,
     Embedding,
@@ -48,7 +48,7 @@ class Seq2SeqTransformer(Module):
         self.d_model, self.pad_id, self.max_len = d_model, pad_id, max_len
         self.src_tok_emb = Embedding(src_vocab_size, d_model, padding_idx=pad_id, rng=rng)
         self.tgt_tok_emb = Embedding(tgt_vocab_size, d_model, padding_idx=pad_id, rng=rng)
-        self.positional = PositionalEncoding(d_model, max_len=max_len, dropout=dropout)
+        self.positional = PositionalEncoding(d_model, max_len=max_len, dropout=dropout, rng=rng)
         self.transformer = Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers,
                                        dim_feedforward, dropout, activation, norm_first=norm_first, rng=rng)
         self.generator = Linear(d_model, tgt_vocab_size, rng=rng)
@@ -59,10 +59,16 @@ class Seq2SeqTransformer(Module):
         if tie_weights:
             self.generator.weight = self.tgt_tok_emb.weight
 
+    def padding_mask(self, ids):
+        """True where ``ids`` (B, T) holds ``pad_id``: the keys attention skips (None without a pad_id)."""
+        return None if self.pad_id is None else ids == self.pad_id
+
     def _padding(self, ids, mask):
-        if mask is not None or self.pad_id is None:
-            return mask
-        return ids == self.pad_id
+        return self.padding_mask(ids) if mask is None else mask
+
+    def new_cache(self):
+        """An empty DecoderCache for ``decode(..., cache=)``: one token at a time, see generate."""
+        return DecoderCache(self.transformer.decoder.num_layers, cross_attention=True)
 
     def encode(self, src, src_key_padding_mask=None):
         """Source ids (B, S) -> memory (B, S, C)."""
@@ -70,13 +76,19 @@ class Seq2SeqTransformer(Module):
         x = self.positional(self.src_tok_emb(src) * math.sqrt(self.d_model))
         return self.transformer.encoder(x, src_key_padding_mask=self._padding(src, src_key_padding_mask))
 
-    def decode(self, tgt, memory, memory_key_padding_mask=None, tgt_key_padding_mask=None):
-        """Target ids (B, T) and memory (B, S, C) -> logits (B, T, V), causally masked."""
+    def decode(self, tgt, memory, memory_key_padding_mask=None, tgt_key_padding_mask=None, cache=None):
+        """Target ids (B, T) and memory (B, S, C) -> logits (B, T, V), causally masked.
+
+        With a ``cache`` (``new_cache()``, inside no_grad): ``tgt`` holds the positions after the
+        ``len(cache)`` cached ones and is appended to the cache; the first call also caches the
+        memory's cross-attention keys and values, so later calls may pass ``memory=None``.
+        """
         tgt = _ids(self, tgt, self.max_len)
-        y = self.positional(self.tgt_tok_emb(tgt) * math.sqrt(self.d_model))
+        offset = 0 if cache is None else len(cache)
+        y = self.positional(self.tgt_tok_emb(tgt) * math.sqrt(self.d_model), offset)
         y = self.transformer.decoder(y, memory, memory_key_padding_mask=memory_key_padding_mask,
                                      tgt_key_padding_mask=self._padding(tgt, tgt_key_padding_mask),
-                                     tgt_is_causal=True)
+                                     tgt_is_causal=True, cache=cache)
         return self.generator(y)
 
     def forward(self, src, tgt, src_key_padding_mask=None, tgt_key_padding_mask=None):
@@ -85,6 +97,23 @@ class Seq2SeqTransformer(Module):
         src_pad = self._padding(src_data, src_key_padding_mask)
         memory = self.encode(src_data, src_pad)
         return self.decode(tgt, memory, memory_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_key_padding_mask)
+
+    def generate(self, src_ids, bos_id, eos_id, max_len, *, beam_size=1, length_penalty=0.0,
+                 length_penalty_style="hf", repetition_penalty=1.0, no_repeat_ngram_size=0, use_cache=True):
+        """Translate every row of ``src_ids`` (B, S) (padded with ``pad_id``): beam search (greedy
+        with ``beam_size=1``) for all B sources at once, one decoder call per step.
+
+        Returns B token lists; each excludes BOS and ends with EOS when it was produced, at most
+        ``max_len`` tokens. The options are those of nptransformer.decoding.beam_search. Runs in
+        eval mode (dropout off) under no_grad, with a KV cache unless ``use_cache=False``.
+        See nptransformer/decoding/generate.py.
+        """
+        from ..decoding.generate import generate_seq2seq  # decoding builds on nn: imported at call time
+
+        return generate_seq2seq(self, src_ids, bos_id, eos_id, max_len, beam_size=beam_size,
+                                length_penalty=length_penalty, length_penalty_style=length_penalty_style,
+                                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                                use_cache=use_cache)
 
 
 class GPTBlock(Module):
@@ -96,11 +125,11 @@ class GPTBlock(Module):
         self.attn = MultiheadAttention(d_model, n_heads, dropout=dropout, rng=rng)
         self.ln2 = LayerNorm(d_model)
         self.mlp = FeedForward(d_model, dim_feedforward, dropout=0.0, activation=activation, rng=rng)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, rng=rng)
 
-    def forward(self, x, key_padding_mask=None):
+    def forward(self, x, key_padding_mask=None, cache=None):
         x = x + self.dropout(self.attn(self.ln1(x), key_padding_mask=key_padding_mask,
-                                       need_weights=False, is_causal=True)[0])
+                                       need_weights=False, is_causal=True, cache=cache)[0])
         return x + self.dropout(self.mlp(self.ln2(x)))
 
 
@@ -118,7 +147,7 @@ class GPT(Module):
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.tok_emb = Embedding(vocab_size, d_model, rng=rng, std=0.02)
         self.pos_emb = LearnedPositionalEmbedding(max_len, d_model, rng=rng)
-        self.drop = Dropout(dropout)
+        self.drop = Dropout(dropout, rng=rng)
         ff = dim_feedforward or 4 * d_model
         self.blocks = ModuleList([GPTBlock(d_model, n_heads, ff, dropout, activation, rng) for _ in range(n_layers)])
         self.ln_f = LayerNorm(d_model)
@@ -132,13 +161,47 @@ class GPT(Module):
         if tie_weights:
             self.head.weight = self.tok_emb.weight
 
-    def forward(self, ids, key_padding_mask=None):
-        """Token ids (B, T) -> next-token logits (B, T, V)."""
+    def new_cache(self):
+        """An empty DecoderCache for ``forward(..., cache=)``: one token at a time, see generate."""
+        return DecoderCache(len(self.blocks))
+
+    def forward(self, ids, key_padding_mask=None, cache=None):
+        """Token ids (B, T) -> next-token logits (B, T, V).
+
+        With a ``cache`` (``new_cache()``, inside no_grad): ``ids`` are the positions after the
+        ``len(cache)`` cached ones (learned positions start there) and are appended to the cache;
+        ``key_padding_mask`` (B, T), if any, covers these positions only.
+        """
         ids = _ids(self, ids, self.max_len)
-        x = self.drop(self.pos_emb(self.tok_emb(ids)))
-        for block in self.blocks:
-            x = block(x, key_padding_mask=key_padding_mask)
+        offset = 0
+        if cache is not None:
+            if len(cache.self_attn) != len(self.blocks) or cache.cross_attn is not None:
+                raise ModuleError(f"GPT: expected DecoderCache({len(self.blocks)}) from new_cache(), got {cache!r}")
+            offset = len(cache)
+        x = self.drop(self.pos_emb(self.tok_emb(ids), offset))
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_padding_mask=key_padding_mask, cache=None if cache is None else cache.self_attn[i])
         return self.head(self.ln_f(x))
+
+    def generate(self, prompt_ids, max_new_tokens, *, eos_id=None, do_sample=False, temperature=1.0, top_k=0,
+                 top_p=1.0, beam_size=1, length_penalty=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                 seed=None, use_cache=True):
+        """Continue ``prompt_ids`` (a 1-D sequence of token ids) by up to ``max_new_tokens`` tokens.
+
+        Greedy by default; beam search with ``beam_size > 1`` or any of ``length_penalty``,
+        ``repetition_penalty``, ``no_repeat_ngram_size``; sampling (``temperature``, ``top_k``,
+        ``top_p``, ``seed``) with ``do_sample=True``. Stops early at ``eos_id`` unless it is None.
+        Returns the new tokens only (a list of ints, ending with ``eos_id`` when it was produced).
+        The penalties look at the generated tokens, not the prompt (nptransformer.decoding's
+        convention). Runs in eval mode under no_grad, with a KV cache unless ``use_cache=False``.
+        See nptransformer/decoding/generate.py.
+        """
+        from ..decoding.generate import generate_gpt  # decoding builds on nn: imported at call time
+
+        return generate_gpt(self, prompt_ids, max_new_tokens, eos_id=eos_id, do_sample=do_sample,
+                            temperature=temperature, top_k=top_k, top_p=top_p, beam_size=beam_size,
+                            length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+                            no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, use_cache=use_cache)
 
 
 class BertEmbeddings(Module):
@@ -150,7 +213,7 @@ class BertEmbeddings(Module):
         self.position_embeddings = Embedding(max_len, d_model, rng=rng, std=0.02)
         self.token_type_embeddings = Embedding(type_vocab_size, d_model, rng=rng, std=0.02)
         self.LayerNorm = LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, rng=rng)
 
     def forward(self, ids, token_type_ids=None):
         xp = get_array_module(ids)
@@ -178,8 +241,8 @@ class BERT(Module):
         self.embeddings = BertEmbeddings(vocab_size, d_model, max_len, type_vocab_size, dropout,
                                          layer_norm_eps, pad_id, rng)
         layer = TransformerEncoderLayer(d_model, n_heads, dim_feedforward or 4 * d_model, dropout,
-                                        activation, layer_norm_eps)
-        self.encoder = TransformerEncoder(layer, n_layers)
+                                        activation, layer_norm_eps, rng=rng)
+        self.encoder = TransformerEncoder(layer, n_layers, rng=rng)
         self.pooler = Linear(d_model, d_model, rng=rng)
 
     def forward(self, ids, token_type_ids=None, attention_mask=None):

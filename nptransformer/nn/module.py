@@ -28,6 +28,11 @@ def default_rng() -> numpy.random.Generator:
     return _DEFAULT_RNG[0]
 
 
+def child_rng(rng=None) -> numpy.random.Generator:
+    """A new generator seeded from ``rng`` (or the default one): a layer's own random stream."""
+    return numpy.random.default_rng((rng or default_rng()).integers(2**63))
+
+
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates: ``requires_grad`` is on by default."""
 

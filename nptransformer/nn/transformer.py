@@ -11,17 +11,17 @@ import numpy
 
 from .attention import MultiheadAttention
 from .layers import Dropout, LayerNorm, Linear, activation_fn
-from .module import Module, ModuleError, ModuleList, default_rng, xavier_uniform_
+from .module import Module, ModuleError, ModuleList, child_rng, xavier_uniform_
 
 
-def _fresh_copy(layer):
-    """A deep copy with its own initial weights and dropout generators (not clones of ``layer``)."""
+def _fresh_copy(layer, rng=None):
+    """A deep copy with its own initial weights and random streams (not a clone of ``layer``)."""
     clone = copy.deepcopy(layer)
     for m in clone.modules():
         if isinstance(m, Linear):
-            m.reset_parameters()
-        elif isinstance(m, Dropout):
-            m.rng = numpy.random.default_rng(default_rng().integers(2**63))
+            m.reset_parameters(rng)
+        elif isinstance(m, (Dropout, MultiheadAttention)):
+            m.rng = child_rng(rng)
     return clone
 
 
@@ -33,17 +33,17 @@ class TransformerEncoderLayer(Module):
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False):
+                 layer_norm_eps=1e-5, norm_first=False, rng=None):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = Linear(d_model, dim_feedforward)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, rng=rng)
+        self.linear1 = Linear(d_model, dim_feedforward, rng=rng)
+        self.dropout = Dropout(dropout, rng=rng)
+        self.linear2 = Linear(dim_feedforward, d_model, rng=rng)
         self.norm_first = norm_first
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self.dropout1 = Dropout(dropout, rng=rng)
+        self.dropout2 = Dropout(dropout, rng=rng)
         self.activation = activation_fn(activation)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
@@ -73,44 +73,46 @@ class TransformerDecoderLayer(Module):
     network; each sub-layer with a residual connection and LayerNorm (post-LN by default)."""
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False):
+                 layer_norm_eps=1e-5, norm_first=False, rng=None):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = Linear(d_model, dim_feedforward)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, rng=rng)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, rng=rng)
+        self.linear1 = Linear(d_model, dim_feedforward, rng=rng)
+        self.dropout = Dropout(dropout, rng=rng)
+        self.linear2 = Linear(dim_feedforward, d_model, rng=rng)
         self.norm_first = norm_first
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm3 = LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
+        self.dropout1 = Dropout(dropout, rng=rng)
+        self.dropout2 = Dropout(dropout, rng=rng)
+        self.dropout3 = Dropout(dropout, rng=rng)
         self.activation = activation_fn(activation)
 
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal, cache=None):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                           need_weights=False, is_causal=is_causal)[0]
+                           need_weights=False, is_causal=is_causal, cache=cache)[0]
         return self.dropout1(x)
 
-    def _mha_block(self, x, memory, attn_mask, key_padding_mask):
+    def _mha_block(self, x, memory, attn_mask, key_padding_mask, cache=None):
         x = self.multihead_attn(x, memory, memory, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                need_weights=False)[0]
+                                need_weights=False, cache=cache)[0]
         return self.dropout2(x)
 
     def _ff_block(self, x):
         return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None, tgt_is_causal=False):
+                memory_key_padding_mask=None, tgt_is_causal=False, self_attn_cache=None, cross_attn_cache=None):
+        """With KV caches (see MultiheadAttention): ``tgt`` holds the positions after the cached
+        ones, and a filled ``cross_attn_cache`` stands in for ``memory`` (which may be None)."""
         x = tgt
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
-            x = x + self._mha_block(self.norm2(x), memory, memory_mask, memory_key_padding_mask)
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal, self_attn_cache)
+            x = x + self._mha_block(self.norm2(x), memory, memory_mask, memory_key_padding_mask, cross_attn_cache)
             return x + self._ff_block(self.norm3(x))
-        x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
-        x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask))
+        x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal, self_attn_cache))
+        x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask, cross_attn_cache))
         return self.norm3(x + self._ff_block(x))
 
 
@@ -118,9 +120,9 @@ class TransformerEncoder(Module):
     """``num_layers`` encoder layers (each with its own weights, shaped like ``encoder_layer``),
     then an optional final LayerNorm."""
 
-    def __init__(self, encoder_layer, num_layers, norm=None):
+    def __init__(self, encoder_layer, num_layers, norm=None, rng=None):
         super().__init__()
-        self.layers = ModuleList([encoder_layer] + [_fresh_copy(encoder_layer) for _ in range(num_layers - 1)])
+        self.layers = ModuleList([encoder_layer] + [_fresh_copy(encoder_layer, rng) for _ in range(num_layers - 1)])
         self.num_layers = num_layers
         self.norm = norm
 
@@ -134,19 +136,31 @@ class TransformerEncoder(Module):
 class TransformerDecoder(Module):
     """``num_layers`` decoder layers, then an optional final LayerNorm."""
 
-    def __init__(self, decoder_layer, num_layers, norm=None):
+    def __init__(self, decoder_layer, num_layers, norm=None, rng=None):
         super().__init__()
-        self.layers = ModuleList([decoder_layer] + [_fresh_copy(decoder_layer) for _ in range(num_layers - 1)])
+        self.layers = ModuleList([decoder_layer] + [_fresh_copy(decoder_layer, rng) for _ in range(num_layers - 1)])
         self.num_layers = num_layers
         self.norm = norm
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None, tgt_is_causal=False):
+                memory_key_padding_mask=None, tgt_is_causal=False, cache=None):
+        """``cache``: a DecoderCache(num_layers, cross_attention=True) to read and extend; ``tgt``
+        then holds the positions after the cached ones. ``memory`` may be None once the cache's
+        cross-attention keys and values are filled (by the first call)."""
+        if cache is not None:
+            if len(cache.self_attn) != self.num_layers or cache.cross_attn is None:
+                raise ModuleError(
+                    f"TransformerDecoder: expected DecoderCache({self.num_layers}, cross_attention=True), got {cache!r}"
+                )
+            if memory is None and len(cache.cross_attn[0]) == 0:
+                raise ModuleError("TransformerDecoder: memory is None but the cache holds no cross-attention keys yet")
         x = tgt
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask,
-                      memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal)
+                      memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
+                      self_attn_cache=None if cache is None else cache.self_attn[i],
+                      cross_attn_cache=None if cache is None else cache.cross_attn[i])
         return self.norm(x) if self.norm is not None else x
 
 
@@ -162,10 +176,10 @@ class Transformer(Module):
         if d_model % nhead:
             raise ModuleError(f"Transformer: d_model {d_model} is not divisible by nhead {nhead}")
         layer_args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first)
-        self.encoder = TransformerEncoder(TransformerEncoderLayer(*layer_args), num_encoder_layers,
-                                          LayerNorm(d_model, eps=layer_norm_eps))
-        self.decoder = TransformerDecoder(TransformerDecoderLayer(*layer_args), num_decoder_layers,
-                                          LayerNorm(d_model, eps=layer_norm_eps))
+        self.encoder = TransformerEncoder(TransformerEncoderLayer(*layer_args, rng=rng), num_encoder_layers,
+                                          LayerNorm(d_model, eps=layer_norm_eps), rng=rng)
+        self.decoder = TransformerDecoder(TransformerDecoderLayer(*layer_args, rng=rng), num_decoder_layers,
+                                          LayerNorm(d_model, eps=layer_norm_eps), rng=rng)
         self.d_model, self.nhead = d_model, nhead
         for p in self.parameters():
             if p.ndim > 1:

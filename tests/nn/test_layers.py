@@ -137,3 +137,16 @@ def test_attention_weights_for_plotting():
     assert not w.data[..., 2:].any()
     _, avg = mha(x, x, x)
     assert avg.shape == (1, 4, 4)
+
+
+def test_attention_dropout_is_reproducible_from_the_seed():
+    def run():
+        nn.manual_seed(3)
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.3)
+        x = nt.Tensor(np.ones((2, 5, 8), dtype=np.float32))
+        return layer(x).data, layer
+
+    (a, layer), (b, _) = run(), run()
+    np.testing.assert_array_equal(a, b)
+    copies = nn.TransformerEncoder(layer, 2).layers
+    assert copies[0].self_attn.rng is not copies[1].self_attn.rng

@@ -149,3 +149,21 @@ def test_gpt_block_matches_a_pytorch_reference(torch):
     out_t.sum().backward()
     out_o.sum().backward()
     np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_load_torch_state_dict_lists_bad_keys(torch):
+    ref = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
+    ours = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+    sd = dict(ref.state_dict())
+    del sd["linear1.bias"]
+    sd["unknown.weight"] = np.zeros(3)
+    sd["norm1.weight"] = np.zeros(5)
+    with pytest.raises(nn.ModuleError) as err:
+        load_torch_state_dict(ours, sd)
+    msg = str(err.value)
+    assert "missing keys: linear1.bias" in msg and "unexpected keys: unknown.weight" in msg
+    assert "norm1.weight: expected (8,), got (5,)" in msg
+    sd = dict(ref.state_dict())
+    sd["self_attn.in_proj_weight"] = np.zeros((10, 8))
+    with pytest.raises(ValueError, match="in_proj_weight has shape"):
+        load_torch_state_dict(ours, sd)

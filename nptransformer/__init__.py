@@ -1,5 +1,6 @@
 """nptransformer: the Transformer from a tiny reverse-mode autograd in pure NumPy."""
 from . import functional
+from .anomaly import AnomalyError, detect_anomaly
 from .autograd import DEFAULT_DTYPE, Function, OpError, ShapeError, Tensor, is_grad_enabled, no_grad, tensor
 from .backend import DeviceError, cupy_available, get_array_module
 from .functional.primitives import concatenate, masked_fill, split, stack, where
@@ -8,6 +9,7 @@ from .gradcheck import GradcheckError, gradcheck
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnomalyError",
     "DEFAULT_DTYPE",
     "DeviceError",
     "Function",
@@ -17,6 +19,7 @@ __all__ = [
     "Tensor",
     "concatenate",
     "cupy_available",
+    "detect_anomaly",
     "functional",
     "get_array_module",
     "gradcheck",

@@ -39,6 +39,14 @@ class _GradMode(threading.local):
 
 _grad_mode = _GradMode()
 
+# Objects told about every op: ``forward(fn, ctx, arrays, out)`` after each forward and
+# ``backward(ctx, dout, grads)`` after each backward; an observer that also has
+# ``before_forward(fn, ctx, arrays)`` or ``before_backward(ctx, dout)`` is called just before
+# (the profiler times ops this way). Anomaly mode (nptransformer.anomaly) and the profiler
+# (nptransformer.profiler) add themselves here; the list is empty otherwise, so the engine pays
+# one truth test per op.
+_observers: list = []
+
 
 def is_grad_enabled() -> bool:
     """False inside ``no_grad()``: ops then record no graph."""
@@ -145,6 +153,10 @@ class Function:
             get_array_module(*arrays)  # raises a DeviceError when devices are mixed
         tracked = tracked and _grad_mode.enabled
         ctx.needs_input_grad = tuple(needs)
+        if _observers:
+            for observer in _observers:
+                if hasattr(observer, "before_forward"):
+                    observer.before_forward(cls, ctx, arrays)
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
         except OpError:
@@ -154,6 +166,9 @@ class Function:
             raise OpError(f"{cls.op_name()}: {exc} (input shapes: {shapes}){_where(exc)}") from None
         if isinstance(out, numpy.generic):
             out = numpy.asarray(out)  # NumPy reductions return scalars; keep every .data an array
+        if _observers:
+            for observer in _observers:
+                observer.forward(cls, ctx, arrays, out)
         result = Tensor._from_op(out, tracked)
         if tracked:
             ctx.fn = cls
@@ -513,7 +528,12 @@ def _unbroadcast(grad, shape, fn):
 
 def _run_backward(root, grad, retain_graph):
     grads = {id(root): grad}
-    for t in _topological_order(root):
+    order = _topological_order(root)
+    order.reverse()  # inputs first, so that pop() below takes the outputs first
+    while order:
+        # Popped, not iterated: once its backward has run, a tensor is held by nothing here, so an
+        # intermediate result the caller does not hold is freed as the walk goes on, not at its end.
+        t = order.pop()
         g = grads.pop(id(t), None)
         if g is None:
             continue
@@ -527,9 +547,16 @@ def _run_backward(root, grad, retain_graph):
                 t.grad += g
             if ctx is None:
                 continue
+        if _observers:
+            for observer in _observers:
+                if hasattr(observer, "before_backward"):
+                    observer.before_backward(ctx, g)
         in_grads = ctx.fn.backward(ctx, g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        if _observers:
+            for observer in _observers:
+                observer.backward(ctx, g, in_grads)
         if len(in_grads) < len(ctx.inputs):  # trailing non-tensor arguments may be left out
             missing = ctx.inputs[len(in_grads) :]
             if any(m is not None and m.requires_grad for m in missing):

@@ -821,8 +821,9 @@ class Trainer:
             pairs, predictions = self.task.heldout[: c.eval_examples], result["predictions"]
             metrics.update(beam_size=c.beam_size, heldout_examples=len(pairs),
                            examples=[{"source": s, "target": t, "prediction": p} for (s, t), p in zip(pairs[:20], predictions)])
-            # the first example written with words ('march 5th, 2021'): its attention reorders the most
-            shown = next((i for i, (src, _) in enumerate(pairs) if any(ch.isalpha() for ch in src)), 0)
+            # the first example written with (Latin) words ('march 5th, 2021'): its attention reorders
+            # the most, and the plot's default font has every one of its characters
+            shown = next((i for i, (src, _) in enumerate(pairs) if src.isascii() and any(ch.isalpha() for ch in src)), 0)
             source, prediction = pairs[shown][0], predictions[shown]
             weights = self.task.attention(self.model, source, prediction)
             target_tokens = [self.task.tokenizer.id_to_token(i) for i in self.task.tokenizer.encode(prediction)] + ["<eos>"]

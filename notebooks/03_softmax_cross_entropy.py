@@ -237,7 +237,7 @@ def cross_entropy_backward(p, target, dloss, label_smoothing):
     """The backward of loss = mean over the N rows of -sum_c q_c log p_c, with p = softmax(logits)
     and the smoothed target q = (1 - label_smoothing) * onehot(target) + label_smoothing / V.
 
-    p:      softmax(logits), shape (N, V) (the forward saved p, not the logits)
+    p:      softmax(logits), shape (N, V) (rebuilt from what the forward saved, not the logits)
     target: the correct class of each row, integers of shape (N,)
     dloss:  dL/dloss, a 0-d array (the loss is one number)
     label_smoothing: the float eps in [0, 1]

@@ -189,8 +189,8 @@ print("variance per row: ", [f"{v:.2f}" for v in xv.var(axis=1)], "(eps = 1e-5)"
 # %% [markdown]
 # ## Your turn: the layer-norm backward
 #
-# The forward saved $\hat x$ (`xhat`), $1/\sigma$ per row (`rstd`, shape `(..., 1)`) and $\gamma$
-# (`weight`). Return `(dx, dweight, dbias)`. `check` tests a 2-D and a 3-D input.
+# The backward gets $\hat x$ (`xhat`, rebuilt from what the forward saved), $1/\sigma$ per row
+# (`rstd`, shape `(..., 1)`) and $\gamma$ (`weight`). Return `(dx, dweight, dbias)`. `check` tests a 2-D and a 3-D input.
 
 # %% tags=["exercise"]
 def layer_norm_backward(xhat, rstd, weight, dy):

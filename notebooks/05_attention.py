@@ -287,8 +287,9 @@ check("attention", attention_backward)
 # 4. **Permutation.** Without positional encodings, permute the tokens of a sequence and run
 #    self-attention (no mask). Show that the output is permuted the same way. What does that say
 #    about word order? (Notebook 06 fixes it.)
-# 5. **Memory.** The fused op keeps one $(B, H, T, S)$ array for the backward. How many bytes is
-#    that in float32 for $B = 8$, $H = 12$, $T = S = 2048$? How many arrays of that shape does
+# 5. **Memory.** The fused op keeps no $(B, H, T, S)$ array for the backward: it rebuilds the
+#    weights $P$ from $Q$, $K$ and the mask. How many bytes would one such array take in float32
+#    for $B = 8$, $H = 12$, $T = S = 2048$? How many arrays of that shape does
 #    `attention_from_primitives` keep? (Count with `nptransformer.autograd._topological_order`.)
 # 6. **The mask's gradient.** A floating-point mask is added to the scores and is
 #    differentiable. What is its gradient, and where have you seen it above?

@@ -5,6 +5,7 @@ from .autograd import DEFAULT_DTYPE, Function, OpError, ShapeError, Tensor, is_g
 from .backend import DeviceError, cupy_available, get_array_module
 from .functional.primitives import concatenate, masked_fill, split, stack, where
 from .gradcheck import GradcheckError, gradcheck
+from .profiler import profile
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "is_grad_enabled",
     "masked_fill",
     "no_grad",
+    "profile",
     "split",
     "stack",
     "tensor",

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from . import bench as _bench
 from .autograd import OpError
 from .backend import DeviceError
 from .data import DataError
@@ -252,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train_parser(sub)
     _add_generate_parser(sub)
+    bench = sub.add_parser("bench", help="time a GPT training step, forward and decoding against PyTorch",
+                           description=_bench.__doc__.split("\n\n")[0])
+    _bench.add_arguments(bench)
+    bench.set_defaults(run=lambda args, parser: _bench.run_from_args(args), command_parser=bench)
     demo = sub.add_parser("demo", help="back-propagate through a small function and gradcheck it")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo, command_parser=demo)

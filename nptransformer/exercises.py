@@ -458,12 +458,12 @@ _EXERCISE_LIST = [
     ),
     Exercise(
         name="cross_entropy", op=CrossEntropy, inputs=("logits", "target"), returns=("dlogits",),
-        arguments=lambda ctx, dout: (ctx.saved[0], ctx.saved[1], dout, ctx.eps),
+        arguments=lambda ctx, dout: (CrossEntropy.probabilities(ctx), ctx.saved[3], dout, ctx.eps),
         stub='''def cross_entropy_backward(p, target, dloss, label_smoothing):
     """The backward of loss = mean over the N rows of -sum_c q_c log p_c, with p = softmax(logits)
     and the smoothed target q = (1 - label_smoothing) * onehot(target) + label_smoothing / V.
 
-    p:      softmax(logits), shape (N, V) (the forward saved p, not the logits)
+    p:      softmax(logits), shape (N, V) (rebuilt from what the forward saved, not the logits)
     target: the correct class of each row, integers of shape (N,)
     dloss:  dL/dloss, a 0-d array (the loss is one number)
     label_smoothing: the float eps in [0, 1]
@@ -491,7 +491,7 @@ _EXERCISE_LIST = [
     ),
     Exercise(
         name="layer_norm", op=LayerNorm, inputs=("x", "weight", "bias"), returns=("dx", "dweight", "dbias"),
-        arguments=lambda ctx, dout: (*ctx.saved, dout),
+        arguments=lambda ctx, dout: (LayerNorm.normalized(ctx), *ctx.saved[2:], dout),
         stub='''def layer_norm_backward(xhat, rstd, weight, dy):
     """The backward of y = xhat * weight + bias, where xhat = (x - mean(x)) * rstd over the last axis
     (C features) and rstd = 1 / sqrt(var(x) + eps).
@@ -529,7 +529,7 @@ _EXERCISE_LIST = [
     ),
     Exercise(
         name="attention", op=ScaledDotProductAttention, inputs=("q", "k", "v", "mask"), returns=("dq", "dk", "dv"),
-        arguments=lambda ctx, dout: (*ctx.saved[:4], dout, ctx.scale),
+        arguments=lambda ctx, dout: (*ctx.saved[:3], ScaledDotProductAttention.weights(ctx), dout, ctx.scale),
         stub='''def attention_backward(q, k, v, p, dout, scale):
     """The backward of out = p @ v with p = softmax(scale * q @ k^T + mask) along the last axis.
 
@@ -560,12 +560,12 @@ _EXERCISE_LIST = [
     ),
     Exercise(
         name="gelu", op=Gelu, inputs=("x",), returns=("dx",),
-        arguments=lambda ctx, dout: (*ctx.saved, dout),
+        arguments=lambda ctx, dout: (ctx.saved[0], Gelu.cdf(ctx), dout),
         stub='''def gelu_backward(x, cdf, dy):
     """The backward of y = gelu(x) = x * Phi(x), Phi the standard normal CDF.
 
     x:   the forward's input
-    cdf: Phi(x), which the forward computed and saved
+    cdf: Phi(x), which the forward computed (the op reads it back as y / x)
     dy:  dL/dy, same shape as x
     Return dx = dL/dx. The normal density is phi(x) = exp(-x**2 / 2) / sqrt(2 * pi).
     """

@@ -69,3 +69,11 @@ def test_every_fused_op_links_an_existing_derivation(fn):
     for link in links:
         assert (ROOT / link).exists(), f"{fn.__name__} links {link}, which does not exist"
     assert re.search(r"\bd\w*\s*=", doc), f"{fn.__name__}'s docstring should state its backward (d... = ...)"
+
+
+def test_readme_example_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "the README has no Python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from ..autograd import Function, OpError, _is_float
-from ..backend import get_array_module
+from ..backend import device_of, get_array_module
 
 APPROXIMATIONS = ("none", "tanh")
 
@@ -30,6 +32,7 @@ TANH_CUBIC = 0.044715  # the tanh form's κ
 ERF_NEAR_ZERO = 0.46875
 ERFC_FAR = 4.0
 ERFC_UNDERFLOW = 27.3
+BLOCK = 2**17  # elements per block of the elementwise formulas on the CPU (see blockwise)
 # Numerator and denominator coefficients of each interval's rational function, in Cody's order
 # (see _rational): erf(x) = x R_A,B(x²) near zero; erfc(y) = exp(-y²) R_C,D(y) up to 4;
 # erfc(y) = exp(-y²) (1/√π - r R_P,Q(r)) / y with r = 1/y² beyond.
@@ -94,6 +97,30 @@ def _erfc_far(y):
     return (INV_SQRT_PI - r * _rational(r, _P, _Q)) / y * _exp_neg_square(y)
 
 
+def blockwise(fn, *arrays):
+    """``fn(*arrays)`` for an elementwise ``fn`` of arrays of one shape, BLOCK elements at a time.
+
+    An elementwise formula of a dozen NumPy operations makes a dozen passes over its arrays, each
+    into a new temporary array. On large arrays every pass goes through main memory (and every new
+    array through fresh pages); on blocks that fit in the processor's cache the same passes run
+    several times faster, and the temporaries add little to the peak memory. Arrays of one block
+    or less, and arrays on a GPU (whose memory is fast and whose every kernel launch costs), are
+    passed to ``fn`` whole.
+    """
+    xp = get_array_module(*arrays)
+    n = arrays[0].size
+    if n <= BLOCK or device_of(arrays[0]) == "cuda":
+        return fn(*arrays)
+    flats = [a.reshape(-1) for a in arrays]
+    out = None
+    for start in range(0, n, BLOCK):
+        part = fn(*(f[start : start + BLOCK] for f in flats))
+        if out is None:
+            out = xp.empty(n, dtype=part.dtype)
+        out[start : start + BLOCK] = part
+    return out.reshape(arrays[0].shape)
+
+
 def _erf_or_erfc(x, complement):
     """erf(x), or erfc(x) when ``complement``: each element evaluated in one of Cody's intervals.
 
@@ -115,6 +142,8 @@ def _erf_or_erfc(x, complement):
     out[near] = 1 - erf_near if complement else erf_near
     for part, erfc_tail in ((mid, _erfc_mid), (far, _erfc_far)):
         part = xp.flatnonzero(part)
+        if part.size == 0:  # often so for "far": skip its two dozen calls on empty arrays
+            continue
         x_part = flat[part]
         tail = erfc_tail(xp.abs(x_part))  # erfc(|x|)
         if complement:
@@ -129,7 +158,7 @@ def erf(x):
 
     A plain array function (not a Tensor op), within a few units in the last place in float64.
     """
-    return _erf_or_erfc(x, complement=False)
+    return blockwise(lambda block: _erf_or_erfc(block, complement=False), x)
 
 
 def erfc(x):
@@ -138,7 +167,40 @@ def erfc(x):
     For large positive x, erfc(x) is tiny and 1 - erf(x) would round to 0; here it comes from its
     own rational approximation, accurate to a few units in the last place (down to 1e-323).
     """
-    return _erf_or_erfc(x, complement=True)
+    return blockwise(lambda block: _erf_or_erfc(block, complement=True), x)
+
+
+def _gelu_exact(x):
+    """y = x Φ(x), the exact GELU of an array."""
+    xp = get_array_module(x)
+    cdf = _erf_or_erfc(x * -SQRT_HALF, complement=True)  # Φ(x) = erfc(-x/√2)/2: accurate far into the left tail
+    cdf *= 0.5
+    return xp.multiply(x, cdf, out=cdf)  # y = x Φ(x), in Φ's buffer
+
+
+def _cdf_from_output(x, y):
+    """Φ(x) = y / x, from the input x and the output y = x Φ(x) of the exact GELU.
+
+    Where |x| is below the smallest normal number, Φ(x) = 1/2 to every digit, and y / x is
+    0 / 0 at x = 0 or loses digits to a subnormal y: those entries are set to 1/2 after.
+    """
+    xp = get_array_module(x, y)
+    with numpy.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 at x = 0, replaced below
+        cdf = y / x
+    xp.copyto(cdf, 0.5, where=xp.abs(x) < xp.finfo(x.dtype).tiny)
+    return cdf
+
+
+def _gelu_exact_grad(x, y, dy):
+    """dx = dy (Φ(x) + x φ(x)) for the exact GELU, from its input x, output y and upstream dy."""
+    xp = get_array_module(x, y, dy)
+    cdf = _cdf_from_output(x, y)  # Φ(x) = y / x
+    # φ(x) underflows to exactly 0 beyond |x| = 40, so clipping there changes nothing
+    # and keeps x² finite.
+    xc = xp.clip(x, -40.0, 40.0)
+    pdf = xp.exp(-0.5 * xc * xc) * INV_SQRT_2PI  # φ(x)
+    # In the forward y = x Φ(x); so dy/dx = Φ(x) + x φ(x).
+    return dy * (cdf + xc * pdf)
 
 
 class Gelu(Function):
@@ -160,10 +222,11 @@ class Gelu(Function):
         xp = get_array_module(x)
         ctx.approximate = approximate
         if approximate == "none":
-            cdf = erfc(x * -SQRT_HALF)  # Φ(x) = erfc(-x/√2)/2: accurate far into the left tail
-            cdf *= 0.5
-            ctx.save_for_backward(x, cdf)
-            return x * cdf
+            y = blockwise(_gelu_exact, x)  # y = x Φ(x)
+            # Saved: x and y, which the graph keeps alive anyway (y is the next op's input); the
+            # backward reads Φ(x) = y / x back instead of keeping Φ(x) as a third array.
+            ctx.save_for_backward(x, y)
+            return y
         # Beyond |x| = 10, tanh(k (x + κ x³)) is exactly ±1 in float32 and float64: clipping
         # changes no result and keeps x³ from overflowing.
         xc = xp.clip(x, -10.0, 10.0)
@@ -172,16 +235,16 @@ class Gelu(Function):
         return (0.5 * x) * (1 + t)
 
     @staticmethod
+    def cdf(ctx):
+        """Φ(x) of the exact form, read back from what the forward saved (see _cdf_from_output)."""
+        return _cdf_from_output(*ctx.saved)
+
+    @staticmethod
     def backward(ctx, dy):
         xp = get_array_module(dy)
         if ctx.approximate == "none":
-            x, cdf = ctx.saved
-            # φ(x) underflows to exactly 0 beyond |x| = 40, so clipping there changes nothing
-            # and keeps x² finite.
-            xc = xp.clip(x, -40.0, 40.0)
-            pdf = xp.exp(-0.5 * xc * xc) * INV_SQRT_2PI  # φ(x)
-            # In the forward y = x Φ(x); so dy/dx = Φ(x) + x φ(x).
-            return dy * (cdf + xc * pdf)
+            x, y = ctx.saved
+            return blockwise(_gelu_exact_grad, x, y, dy)
         x, t = ctx.saved
         xc = xp.clip(x, -10.0, 10.0)  # where |x| > 10, 1 - t² is exactly 0: the term vanishes either way
         # In the forward y = x (1 + t)/2 with t = tanh(u), u = k (x + κ x³); so
@@ -197,7 +260,8 @@ def gelu(x, approximate="none"):
     ``erfc``; backward dx = dy (Φ(x) + x φ(x)).
     approximate="tanh": y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), the form GPT-2 uses;
     backward dx = dy (0.5 (1 + t) + 0.5 x (1 - t²) √(2/π) (1 + 3 · 0.044715 x²)).
-    The forward saves x and Φ(x) (or t), so the backward evaluates no error function.
+    The forward saves x and its output y (or t); the backward reads Φ(x) = y / x back, so it
+    evaluates no error function and keeps no third array.
     Derivation: docs/derivations/gelu.md
     """
     return Gelu.apply(x, approximate=approximate)

@@ -2,9 +2,10 @@
 
 Built from primitives, attention is about ten ops (matmul, scale, mask, max, subtract, exp, sum,
 divide, dropout, matmul): each makes a new (B, H, T, S) array, three or more of them are kept for
-the backward, and the backward makes one more per op. Fused, the forward keeps one such array,
-the attention weights P (plus a boolean dropout mask when dropout is on), and the backward goes
-through the softmax Jacobian by hand.
+the backward, and the backward makes one more per op. Fused, the forward keeps none: it saves
+its inputs q, k, v and the mask, which the graph holds anyway (plus a boolean dropout mask when
+dropout is on), and the backward rebuilds the attention weights P from them, with one more
+Q Kᵀ product and softmax, then goes through the softmax Jacobian by hand.
 ``attention_from_primitives`` computes the same function the slow way; the tests hold the fused op
 to it, and ``docs/scripts/attention_memory.py`` measures what fusing saves.
 
@@ -29,18 +30,20 @@ NAME = "scaled_dot_product_attention"
 
 def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     """Raise one OpError / ShapeError naming the op, the shapes and what was expected."""
-    shapes = f"q {q.shape}, k {k.shape}, v {v.shape}"
+    def shapes():  # formatted only when raising: on every call it would cost more than the checks
+        return f"q {q.shape}, k {k.shape}, v {v.shape}"
+
     expected = "expected q (..., T, D), k (..., S, D), v (..., S, Dv) with the same leading axes"
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ShapeError(f"{NAME}: got {shapes}; {expected} (at least 2 axes each)")
+        raise ShapeError(f"{NAME}: got {shapes()}; {expected} (at least 2 axes each)")
     if k.shape[:-2] != q.shape[:-2] or v.shape[:-2] != q.shape[:-2]:
-        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {shapes}; {expected}")
+        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {shapes()}; {expected}")
     if k.shape[-1] != q.shape[-1]:
-        raise ShapeError(f"{NAME}: q and k need the same feature size D: {shapes}; {expected}")
+        raise ShapeError(f"{NAME}: q and k need the same feature size D: {shapes()}; {expected}")
     if v.shape[-2] != k.shape[-2]:
-        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {shapes}; {expected}")
+        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {shapes()}; {expected}")
     if not (_is_float(q.dtype) and q.dtype == k.dtype == v.dtype):
-        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} ({shapes})")
+        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} ({shapes()})")
     if not 0.0 <= dropout_p < 1.0:
         raise OpError(f"{NAME}: dropout_p must be in [0, 1), got {dropout_p!r}")
     if rng is not None and not isinstance(rng, numpy.random.Generator):
@@ -65,7 +68,7 @@ def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     if not fits:
         raise ShapeError(
             f"{NAME}: a mask of shape {mask.shape} does not broadcast to the scores' shape {scores} "
-            f"(..., T, S) for {shapes}"
+            f"(..., T, S) for {shapes()}"
         )
 
 
@@ -86,12 +89,40 @@ def _drop(x, keep, dropout_p):
     return out
 
 
+def _attention_weights(xp, q, k, mask, is_causal, scale):
+    """P = softmax(Q Kᵀ · scale + M) along the keys, (..., T, S), computed in one buffer.
+
+    The forward calls it, and the backward calls it again on the same inputs (it gets the same
+    P, bit for bit) instead of keeping P. A row with every key masked gets P = 0.
+    """
+    scores = q @ k.swapaxes(-1, -2)  # (..., T, D) @ (..., D, S) -> (..., T, S)
+    scores *= scale
+    if is_causal:
+        mask = _causal_mask(xp, q.shape[-2], k.shape[-2])
+    if mask is not None and mask.dtype == bool:
+        xp.copyto(scores, -xp.inf, where=xp.logical_not(mask))
+    elif mask is not None:
+        scores += mask
+    # Softmax along the keys, in place. A row with every key masked has max -inf; shifting it
+    # by 0 instead keeps exp(-inf) = 0, and dividing its zero sum by 1 keeps P = 0 there.
+    row_max = scores.max(axis=-1, keepdims=True)  # (..., T, 1)
+    dead = row_max == -xp.inf
+    xp.copyto(row_max, 0, where=dead)
+    scores -= row_max
+    p = xp.exp(scores, out=scores)
+    total = p.sum(axis=-1, keepdims=True)  # (..., T, 1)
+    xp.copyto(total, 1, where=dead)
+    p /= total
+    return p
+
+
 class ScaledDotProductAttention(Function):
     """out = P_drop V,  P_drop = P ⊙ keep / (1 - p),  P = softmax(Z) along the keys (last axis),
     Z = Q Kᵀ · scale + M, with M = 0 / -inf from a boolean mask (or is_causal), or the float mask.
     dV = P_dropᵀ dO;  dP = (dO Vᵀ) ⊙ keep / (1 - p);  dZ = P ⊙ (dP - rowsum(dP ⊙ P));
     dQ = scale · dZ K;  dK = scale · dZᵀ Q;  dM = dZ
     A row that may attend to nothing has P = 0: its output and gradients are 0, not NaN.
+    P is not saved: the backward recomputes it from Q, K and M.
     Derivation: docs/derivations/attention.md"""
 
     name = NAME
@@ -99,40 +130,34 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, is_causal=False, scale=1.0, dropout_p=0.0, rng=None, weights_out=None):
         xp = get_array_module(q, k, v, mask)
-        scores = q @ k.swapaxes(-1, -2)  # (..., T, D) @ (..., D, S) -> (..., T, S)
-        scores *= scale
-        if is_causal:
-            mask = _causal_mask(xp, q.shape[-2], k.shape[-2])
-        if mask is not None and mask.dtype == bool:
-            xp.copyto(scores, -xp.inf, where=xp.logical_not(mask))
-        elif mask is not None:
-            scores += mask
-        # Softmax along the keys, in place. A row with every key masked has max -inf; shifting it
-        # by 0 instead keeps exp(-inf) = 0, and dividing its zero sum by 1 keeps P = 0 there.
-        row_max = scores.max(axis=-1, keepdims=True)  # (..., T, 1)
-        dead = row_max == -xp.inf
-        xp.copyto(row_max, 0, where=dead)
-        scores -= row_max
-        p = xp.exp(scores, out=scores)
-        total = p.sum(axis=-1, keepdims=True)  # (..., T, 1)
-        xp.copyto(total, 1, where=dead)
-        p /= total
+        p = _attention_weights(xp, q, k, mask, is_causal, scale)  # (..., T, S)
         keep = None
         p_drop = p
         if dropout_p > 0:
             keep = _dropout_keep(xp, p.shape, dropout_p, rng)
             p_drop = _drop(p, keep, dropout_p)
-        ctx.save_for_backward(q, k, v, p, keep)
-        ctx.scale, ctx.dropout_p = scale, dropout_p
+        # P is the one (..., T, S) float array; keeping it for every layer of a model until the
+        # backward would cost T·S floats per head and layer. The backward rebuilds it from q, k
+        # and the mask, which the graph keeps anyway: one more Q Kᵀ and softmax, no T·S memory.
+        ctx.save_for_backward(q, k, v, mask, keep)
+        ctx.is_causal, ctx.scale, ctx.dropout_p = is_causal, scale, dropout_p
         if weights_out is not None:
             weights_out.append(p)
         return p_drop @ v  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
 
     @staticmethod
+    def weights(ctx):
+        """P (..., T, S), rebuilt from what the forward saved by the forward's own function."""
+        q, k, v, mask, keep = ctx.saved
+        return _attention_weights(get_array_module(q, k, v, mask), q, k, mask, ctx.is_causal, ctx.scale)
+
+    @staticmethod
     def backward(ctx, dout):
-        q, k, v, p, keep = ctx.saved
+        q, k, v, mask, keep = ctx.saved
         need_q, need_k, need_v, need_mask = ctx.needs_input_grad
         dq = dk = dv = dmask = None
+        xp = get_array_module(q, k, v, mask)
+        p = ScaledDotProductAttention.weights(ctx)  # the forward's P, bit for bit
         if need_v:
             # In the forward, out = P_drop V with P_drop = P ⊙ keep / (1 - p): rebuild P_drop for dV.
             p_drop = p if keep is None else _drop(p, keep, ctx.dropout_p)
@@ -145,7 +170,6 @@ class ScaledDotProductAttention(Function):
                 dp *= 1.0 / (1.0 - ctx.dropout_p)
             # Softmax Jacobian, row by row: dZ = P ⊙ (dP - rowsum(dP ⊙ P)), written into dp's buffer.
             # einsum sums dP ⊙ P along the keys without building the (..., T, S) product.
-            xp = get_array_module(dp)
             dz = dp
             dz -= xp.einsum("...ts,...ts->...t", dp, p)[..., None]  # (..., T) -> (..., T, 1)
             dz *= p
@@ -184,8 +208,8 @@ def scaled_dot_product_attention(
     inverted, keep-mask drawn from the numpy Generator ``rng``) acts only when ``training``.
     A query that may attend to nothing outputs zeros and gets zero gradients (PyTorch's documented
     reference gives NaN there). With ``return_weights=True`` returns ``(out, weights)``: weights
-    is a detached (..., T, S) Tensor of the probabilities after masking, before dropout, sharing
-    memory with the array the backward uses, so read it and do not write into it.
+    is a detached (..., T, S) Tensor of the probabilities after masking, before dropout (the
+    backward does not use it: it recomputes them).
     Derivation: docs/derivations/attention.md
     """
     mask, scale, dropout_p, rng = _prepare(q, k, v, mask, is_causal, dropout_p, training, scale, rng)

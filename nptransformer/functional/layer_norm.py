@@ -1,9 +1,10 @@
 """Layer normalization over the last axis: one fused op with a hand-derived backward.
 
 Built from primitives, ``layer_norm`` is about ten ops (mean, subtract, square, mean, add, sqrt,
-divide, multiply, add), each saving its own arrays. Fused, the forward saves two arrays (the
-normalized input x̂ and the reciprocal standard deviation 1/σ, one number per row) and the
-backward is three lines, derived in ``docs/derivations/layer_norm.md``.
+divide, multiply, add), each saving its own arrays. Fused, the forward saves its input x
+(which the graph keeps alive anyway) and two numbers per row (the mean μ and the reciprocal
+standard deviation 1/σ); the backward rebuilds x̂ = (x - μ)/σ from them in one pass and is
+three lines, derived in ``docs/derivations/layer_norm.md``.
 """
 from __future__ import annotations
 
@@ -13,23 +14,25 @@ from ..backend import get_array_module
 
 def _check_layer_norm(x, weight, bias, eps):
     """Raise one OpError naming the shapes, for any input layer_norm cannot take."""
-    shapes = (
-        f"x shape {x.shape}, weight shape {None if weight is None else weight.shape}, "
-        f"bias shape {None if bias is None else bias.shape}"
-    )
+    def shapes():  # formatted only when raising: on every call it would cost more than the checks
+        return (
+            f"x shape {x.shape}, weight shape {None if weight is None else weight.shape}, "
+            f"bias shape {None if bias is None else bias.shape}"
+        )
+
     if not _is_float(x.dtype):
-        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} ({shapes})")
+        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} ({shapes()})")
     if x.ndim == 0 or x.shape[-1] == 0:
-        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over ({shapes}); expected x of shape (..., C), C >= 1")
+        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over ({shapes()}); expected x of shape (..., C), C >= 1")
     channels = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (channels,):
             raise ShapeError(
-                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({shapes}); "
+                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({shapes()}); "
                 f"expected {name} of shape ({channels},), one entry per feature of x's last axis"
             )
     if not eps > 0:
-        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} ({shapes})")
+        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} ({shapes()})")
 
 
 class LayerNorm(Function):
@@ -48,19 +51,33 @@ class LayerNorm(Function):
     def forward(ctx, x, weight, bias, eps=1e-5):  # x: (..., C); weight, bias: (C,) or None
         _check_layer_norm(x, weight, bias, eps)
         xp = get_array_module(x, weight, bias)
-        xhat = x - x.mean(axis=-1, keepdims=True)  # x - μ, (..., C)
+        mean = x.mean(axis=-1, keepdims=True)  # μ, (..., 1)
+        xhat = x - mean  # x - μ, (..., C)
         var = (xhat * xhat).mean(axis=-1, keepdims=True)  # v, the biased variance, (..., 1)
         rstd = 1 / xp.sqrt(var + eps)  # 1/σ with σ = sqrt(v + eps), (..., 1)
         xhat *= rstd  # x̂ = (x - μ)/σ, in place: x - μ is not needed again
-        ctx.save_for_backward(xhat, rstd, weight)
-        y = xhat * weight if weight is not None else xhat.copy()
+        # Saved: x, which the graph keeps alive anyway, and two numbers per row; not x̂, which
+        # would be one more (..., C) array per layer norm until the backward rebuilds it.
+        ctx.save_for_backward(x, mean, rstd, weight)
+        y = xhat  # y = x̂ γ + β, in x̂'s buffer
+        if weight is not None:
+            y *= weight
         if bias is not None:
             y += bias
         return y
 
     @staticmethod
+    def normalized(ctx):
+        """x̂ = (x - μ)/σ, rebuilt from what the forward saved with the forward's own operations."""
+        x, mean, rstd, weight = ctx.saved
+        xhat = x - mean
+        xhat *= rstd
+        return xhat
+
+    @staticmethod
     def backward(ctx, dy):
-        xhat, rstd, weight = ctx.saved
+        x, mean, rstd, weight = ctx.saved
+        xhat = LayerNorm.normalized(ctx)  # x̂, as in the forward
         lead = tuple(range(dy.ndim - 1))  # every axis but the last: all rows share γ and β
         dweight = (dy * xhat).sum(axis=lead) if ctx.needs_input_grad[1] else None
         dbias = dy.sum(axis=lead) if ctx.needs_input_grad[2] else None

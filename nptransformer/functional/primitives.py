@@ -497,7 +497,8 @@ class Transpose(Function):
             axes = tuple(reversed(range(x.ndim)))
         if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
             raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the {x.ndim} axes of shape {x.shape}")
-        ctx.inverse = tuple(numpy.argsort([a % x.ndim for a in axes]))
+        axes = [a % x.ndim for a in axes]
+        ctx.inverse = tuple(sorted(range(x.ndim), key=axes.__getitem__))  # argsort, without NumPy's overhead
         return x.transpose(axes)
 
     @staticmethod

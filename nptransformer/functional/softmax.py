@@ -2,9 +2,10 @@
 
 Built from primitives, ``softmax`` would be five ops (max, subtract, exp, sum, divide), each
 saving its own array for the backward. Fused, each op is one ``Function`` that saves a single
-array and whose backward is one line of algebra, derived in ``docs/derivations/softmax.md`` and
-``docs/derivations/cross_entropy.md``. All three subtract the maximum along the class axis before
-``exp``, so logits of any size give finite results in float32.
+array (softmax and log_softmax their output; cross_entropy its input, the logits, which the graph
+keeps alive anyway, so it costs no memory) and whose backward is one line of algebra, derived in
+``docs/derivations/softmax.md`` and ``docs/derivations/cross_entropy.md``. All three subtract the
+maximum along the class axis before ``exp``, so logits of any size give finite results in float32.
 """
 from __future__ import annotations
 
@@ -133,19 +134,20 @@ class CrossEntropy(Function):
         rows = xp.arange(x.shape[0])
         t = xp.where(valid, target.reshape(-1), 0)  # ignored positions read class 0; zeroed below
 
-        z = x - x.max(axis=1, keepdims=True)  # (M, V), every entry <= 0: exp cannot overflow
+        x_max = x.max(axis=1)  # (M,)
+        z = x - x_max[:, None]  # (M, V), every entry <= 0: exp cannot overflow
         z_target = z[rows, t]  # (M,)
         z_sum = z.sum(axis=1) if eps else None  # (M,), only label smoothing needs it
-        p = xp.exp(z, out=z)  # z is no longer needed: exp in place, reusing its buffer
-        sum_exp = p.sum(axis=1)  # (M,), in [1, V]: its log is safe
-        p /= sum_exp[:, None]  # p = softmax(x), (M, V)
+        sum_exp = xp.exp(z, out=z).sum(axis=1)  # (M,), in [1, V]: its log is safe (exp in z's buffer)
         lse = xp.log(sum_exp)  # log sum exp z, (M,)
         loss = lse - z_target  # -log p_t = -(z_t - lse)
         if eps:
             loss = (1 - eps) * loss + (eps / n_classes) * (n_classes * lse - z_sum)
         loss[~valid] = 0
 
-        ctx.save_for_backward(p, t, valid)
+        # Saved: the logits, which the graph keeps alive anyway, and two numbers per row; not p
+        # (M, V), which the backward rebuilds from them in the buffer that becomes dx.
+        ctx.save_for_backward(x, x_max, lse, t, valid)
         ctx.shape, ctx.eps, ctx.reduction, ctx.n_valid = logits.shape, eps, reduction, n_valid
         if reduction == "none":
             return loss.reshape(target.shape)
@@ -154,10 +156,19 @@ class CrossEntropy(Function):
         return loss.sum() / n_valid
 
     @staticmethod
+    def probabilities(ctx):
+        """p = softmax(logits) (M, V), a new array rebuilt from what the forward saved."""
+        x, x_max, lse, t, valid = ctx.saved
+        xp = get_array_module(x)
+        p = x - x_max[:, None]  # z, the forward's numbers (from x itself, log p would lose digits)
+        p -= lse[:, None]  # log p = z - lse, (M, V)
+        return xp.exp(p, out=p)
+
+    @staticmethod
     def backward(ctx, dout):
-        p, t, valid = ctx.saved
-        xp = get_array_module(p)
-        eps, n_classes = ctx.eps, p.shape[1]
+        x, x_max, lse, t, valid = ctx.saved
+        xp = get_array_module(x)
+        eps, n_classes = ctx.eps, x.shape[1]
         # In the forward, loss = -sum_c q_c log p_c; so now dloss/dx = p - q, row by row,
         # times each row's weight r: dx = r p - r eps / V - r (1 - eps) onehot(t).
         if ctx.reduction == "none":
@@ -166,10 +177,11 @@ class CrossEntropy(Function):
             weight = dout * valid
         else:
             weight = (dout / ctx.n_valid) * valid  # ignored rows get weight 0
-        dx = p * weight[:, None]  # (M, V)
+        dx = CrossEntropy.probabilities(ctx)  # p = softmax(x), rebuilt; dx is made in its buffer
+        dx *= weight[:, None]
         if eps:
             dx -= (eps / n_classes) * weight[:, None]
-        dx[xp.arange(p.shape[0]), t] -= (1 - eps) * weight
+        dx[xp.arange(x.shape[0]), t] -= (1 - eps) * weight
         return dx.reshape(ctx.shape), None
 
 

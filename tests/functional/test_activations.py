@@ -66,6 +66,26 @@ def test_erf_and_erfc_limits_and_special_values():
     np.testing.assert_allclose(erf(x32), [math.erf(v) for v in x32.astype(float)], rtol=0, atol=3e-7)
 
 
+def test_erf_and_erfc_in_blocks_equal_the_whole_array(monkeypatch):
+    """On the CPU erf, erfc and the exact GELU go through arrays in blocks; block edges change no value."""
+    from nptransformer.functional import activations
+
+    x = _erf_grid().reshape(2, -1)  # two rows: the blocks cut across them
+    dy = np.random.default_rng(1).standard_normal(x.shape)
+
+    def results():
+        t = Tensor(x, requires_grad=True)
+        y = F.gelu(t)
+        y.backward(dy)
+        return erf(x), erfc(x), y.numpy(), t.grad
+
+    whole = results()
+    monkeypatch.setattr(activations, "BLOCK", 7)  # thousands of blocks, the last one partial
+    for blocked, one in zip(results(), whole):
+        np.testing.assert_array_equal(blocked, one)
+    assert erf(x[:, :0]).shape == (2, 0)
+
+
 # --------------------------------------------------------------------------- 2. gelu: gradcheck and twin
 @pytest.mark.parametrize("approximate", FORMS)
 def test_gelu_gradcheck(approximate, rng):
@@ -98,6 +118,20 @@ def test_gelu_exact_derivative_is_cdf_plus_x_times_density(rng):
     cdf = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x_np])
     pdf = np.exp(-0.5 * x_np**2) / math.sqrt(2 * math.pi)
     np.testing.assert_allclose(x.grad, cdf + x_np * pdf, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_exact_derivative_at_zero_and_subnormal_inputs(dtype):
+    """The backward reads Φ(x) = y / x back from the output; at 0 and at subnormal x (where y / x
+    is 0 / 0 or loses digits) it must still give Φ(x) = 1/2, and just above, the quotient."""
+    tiny = np.finfo(dtype).tiny
+    x_np = np.array([0.0, -0.0, tiny / 4, -tiny / 2**10, tiny, -2 * tiny, 1e-3], dtype=dtype)
+    x = Tensor(x_np, requires_grad=True)
+    F.gelu(x).backward(np.ones(x_np.shape, dtype=dtype))
+    v = x_np.astype(float)
+    expected = [0.5 * (1 + math.erf(t / math.sqrt(2))) + t * math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi) for t in v]
+    assert x.grad.dtype == dtype
+    np.testing.assert_allclose(x.grad, expected, rtol=2 * np.finfo(dtype).eps, atol=0)
 
 
 def test_relu_is_the_primitive():

@@ -277,29 +277,28 @@ class BertForMaskedLM(Module):
         return h @ self.bert.embeddings.word_embeddings.weight.T + self.decoder_bias
 
 
-class BertForSequenceClassification(Module):
-    """BERT + dropout + a linear classifier on the pooled ``[CLS]`` output: logits (B, num_labels)."""
+class _BertClassifier(Module):
+    """BERT + dropout + a new linear head: the fine-tuning recipe of the source's §5.3. Keep the
+    pre-trained ``bert`` and either freeze it (``model.bert.requires_grad_(False)``) or train all."""
 
-    def __init__(self, bert: BERT, num_labels, dropout=0.1):
+    per_token = False  # classify every token (True) or the pooled [CLS] output (False)
+
+    def __init__(self, bert: BERT, num_labels, dropout=0.1, rng=None):
         super().__init__()
         self.bert = bert
-        self.dropout = Dropout(dropout)
-        self.classifier = Linear(bert.d_model, num_labels)
+        self.dropout = Dropout(dropout, rng=rng)
+        self.classifier = Linear(bert.d_model, num_labels, rng=rng)
 
     def forward(self, ids, token_type_ids=None, attention_mask=None):
-        _, pooled = self.bert(ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(pooled))
+        sequence, pooled = self.bert(ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(sequence if self.per_token else pooled))
 
 
-class BertForTokenClassification(Module):
-    """BERT + dropout + a linear classifier on every token: logits (B, T, num_labels)."""
+class BertForSequenceClassification(_BertClassifier):
+    """BERT with a classifier on the pooled ``[CLS]`` output: logits (B, num_labels)."""
 
-    def __init__(self, bert: BERT, num_labels, dropout=0.1):
-        super().__init__()
-        self.bert = bert
-        self.dropout = Dropout(dropout)
-        self.classifier = Linear(bert.d_model, num_labels)
 
-    def forward(self, ids, token_type_ids=None, attention_mask=None):
-        x, _ = self.bert(ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(x))
+class BertForTokenClassification(_BertClassifier):
+    """BERT with a classifier on every token: logits (B, T, num_labels)."""
+
+    per_token = True

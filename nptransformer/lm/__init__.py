@@ -2,3 +2,6 @@
 from .ngram import NGramLM
 
 __all__ = ["NGramLM"]
+from .neural import CausalSentenceLM, NeuralNGramLM, WordVocabulary
+
+__all__ += ["CausalSentenceLM", "NeuralNGramLM", "WordVocabulary"]

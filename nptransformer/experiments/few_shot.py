@@ -1,0 +1,141 @@
+"""Few-shot prompting: a pre-trained GPT given k labelled examples in its context, no update at all.
+
+The GPT is pre-trained on ``few_shot_documents``: reviews, each followed by ``:`` and a label word
+and ``;``. Every document draws its own pair of label words (``yes``/``no``, ``up``/``down``,
+``red``/``blue``, ...) and its own assignment of them to positive and negative, so nothing
+outside a document says which word a positive review gets. Inside one, the examples say it.
+
+A k-shot prompt is k labelled examples, then the query review and ``:``::
+
+    <bos> the food was not bad : up ; the staff was rude : down ; the room was lovely :
+
+and the model's answer is whichever of the prompt's two label words gets the larger logit at the
+last position. With k = 0 it cannot know which word means what, so it is right half of the time;
+the curve of accuracy against k shows what the examples in the context teach it. The queries,
+their label words and their examples are the same for every k (the examples of a k-shot prompt
+are the first k of the largest k's), so only k changes along the curve.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..data import (
+    BOS_ID,
+    FEW_SHOT_LABEL_WORDS,
+    PAD_ID,
+    WordTokenizer,
+    few_shot_document,
+    few_shot_documents,
+    few_shot_vocabulary,
+    pad_batch,
+    sentiment_examples,
+)
+from ..decoding.generate import _eval_mode
+from .transfer import pretrain
+
+FEW_SHOT_DEFAULTS = {
+    "ks": (0, 1, 2, 4, 8), "prompts": 500, "pretrain_documents": 20000, "examples_per_document": 9,
+    "forms": ("single",), "negation_rate": 0.0,
+    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "dim_feedforward": 256, "dropout": 0.0, "max_len": 128},
+    "pretrain": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "warmup": 100},
+}
+_PRETRAIN_SEED, _QUERY_SEED, _EXAMPLE_SEED, _WORDS_SEED = 121, 232, 343, 454
+
+
+def few_shot_prompts(ks, prompts: int, forms=None, negation_rate: float = 0.4, seed: int = 0):
+    """For each k in ``ks``: ``prompts`` (prompt tokens, right label word, wrong label word).
+
+    Query i, its label-word pair (and which word is positive) and its examples are the same for
+    every k; its k-shot prompt holds the first k of its examples.
+    """
+    rng = np.random.default_rng((_WORDS_SEED, seed))
+    queries = sentiment_examples(prompts, _QUERY_SEED + seed, forms, negation_rate)
+    most = max(ks)
+    examples = sentiment_examples(prompts * most, _EXAMPLE_SEED + seed, forms, negation_rate) if most else []
+    words = []
+    for _ in range(prompts):
+        pair = FEW_SHOT_LABEL_WORDS[rng.integers(len(FEW_SHOT_LABEL_WORDS))]
+        words.append(pair[::-1] if rng.random() < 0.5 else pair)
+    out = {}
+    for k in ks:
+        out[k] = []
+        for i, (query, label) in enumerate(queries):
+            prompt = few_shot_document(examples[i * most:i * most + k], words[i]) + list(query) + [":"]
+            out[k].append((prompt, words[i][label], words[i][1 - label]))
+    return out
+
+
+def few_shot_accuracy(gpt, tokenizer, prompts, batch_size=250) -> float:
+    """The fraction of (prompt, right word, wrong word) where the right word gets the larger
+    next-token logit after the prompt (eval mode, no gradients)."""
+    right = []
+    with no_grad(), _eval_mode(gpt):
+        for start in range(0, len(prompts), batch_size):
+            part = prompts[start:start + batch_size]
+            ids = [[BOS_ID, *tokenizer.encode(" ".join(p))] for p, _, _ in part]
+            inputs, _ = pad_batch(ids, PAD_ID)
+            lengths = np.array([len(i) for i in ids])
+            last = gpt(inputs).numpy()[np.arange(len(part)), lengths - 1]  # (B, V): after each prompt's ":"
+            good = np.array([tokenizer.token_to_id(w) for _, w, _ in part])
+            bad = np.array([tokenizer.token_to_id(w) for _, _, w in part])
+            rows = np.arange(len(part))
+            right += (last[rows, good] > last[rows, bad]).tolist()
+    return float(np.mean(right))
+
+
+def few_shot_curve(log=print, **overrides) -> dict:
+    """Pre-train a GPT on few-shot documents, then measure its k-shot accuracy for each k.
+
+    ``overrides`` replace entries of FEW_SHOT_DEFAULTS (``model`` and ``pretrain`` merge).
+    Returns ``{"settings", "pretrain_final_loss", "pretrain_seconds", "accuracy": {k: accuracy},
+    "prompt_tokens": {k: mean prompt length}, "seconds"}``.
+    """
+    s = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FEW_SHOT_DEFAULTS.items()}
+    for key, value in overrides.items():
+        if key not in s:
+            raise ValueError(f"few_shot_curve: unknown setting {key!r}; known: {sorted(s)}")
+        s[key] = {**s[key], **value} if isinstance(s[key], dict) else value
+    forms = list(s["forms"]) if s["forms"] is not None else None
+    start_all = time.perf_counter()
+    tokenizer = WordTokenizer(few_shot_vocabulary())
+    prompts = few_shot_prompts(s["ks"], s["prompts"], forms, s["negation_rate"])
+    longest = max(len(p) + 1 for k in prompts for p, _, _ in prompts[k])
+    if longest > s["model"]["max_len"]:
+        raise ValueError(f"few_shot_curve: a prompt has {longest} tokens; model max_len {s['model']['max_len']} is too small")
+    documents = few_shot_documents(s["pretrain_documents"], _PRETRAIN_SEED, s["examples_per_document"], forms,
+                                   s["negation_rate"])
+    start = time.perf_counter()
+    gpt, losses = pretrain("gpt", documents, tokenizer, s["model"], **s["pretrain"])
+    out = {"settings": s, "pretrain_final_loss": float(np.mean(losses[-50:])),
+           "pretrain_seconds": round(time.perf_counter() - start, 1), "accuracy": {}, "prompt_tokens": {}}
+    log(f"gpt: pre-trained {s['pretrain']['steps']} steps on few-shot documents in {out['pretrain_seconds']} s, "
+        f"loss {out['pretrain_final_loss']:.3f}")
+    for k in s["ks"]:
+        out["accuracy"][str(k)] = few_shot_accuracy(gpt, tokenizer, prompts[k])
+        out["prompt_tokens"][str(k)] = float(np.mean([len(p) + 1 for p, _, _ in prompts[k]]))
+        log(f"  k = {k}: accuracy {out['accuracy'][str(k)]:.3f} ({s['prompts']} prompts, "
+            f"{out['prompt_tokens'][str(k)]:.0f} tokens on average)")
+    out["seconds"] = round(time.perf_counter() - start_all, 1)
+    return out
+
+
+def plot_few_shot_curve(result: dict, path) -> None:
+    """Accuracy against k, with the chance line, written to ``path`` as PNG."""
+    from .plots import figure, save
+
+    ks = [int(k) for k in result["accuracy"]]
+    fig = figure(width=5.0, height=3.6)
+    ax = fig.add_subplot()
+    ax.plot(ks, [result["accuracy"][str(k)] for k in ks], marker="o", label="pre-trained GPT, k-shot prompt")
+    ax.axhline(0.5, color="k", ls=":", lw=1, label="chance")
+    ax.set_xticks(ks)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_xlabel("k, labelled examples in the prompt")
+    ax.set_ylabel("accuracy")
+    ax.set_title("In-context learning of the label words")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    save(fig, path)

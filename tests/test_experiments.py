@@ -12,9 +12,16 @@ from nptransformer.experiments import EXPERIMENTS, QUICK_SETTINGS, few_shot_curv
 from nptransformer.experiments.__main__ import main
 from nptransformer.experiments.few_shot import few_shot_prompts
 from nptransformer.experiments.perplexity import docstring_corpus, docstring_sentences, grammar_corpus
-from nptransformer.experiments.transfer import FAMILIES, classifier, fine_tune, new_body, sentiment_loss
+from nptransformer.experiments.transfer import (
+    FAMILIES,
+    TRANSFER_DEFAULTS,
+    classifier,
+    fine_tune,
+    new_body,
+    sentiment_loss,
+)
 
-MODEL = QUICK_SETTINGS["transfer"]["model"] | {"dropout": 0.1, "max_len": 32}
+MODEL = TRANSFER_DEFAULTS["model"] | QUICK_SETTINGS["transfer"]["model"] | {"dropout": 0.1}
 
 
 def _quiet(*args):

@@ -109,10 +109,10 @@ def sentiment_examples(n: int, seed: int, forms=None, negation_rate: float = 0.4
     return examples
 
 
-def review_corpus(n: int, seed: int, rating_rate: float = 0.5) -> list[list[str]]:
+def review_corpus(n: int, seed: int, rating_rate: float = 0.5, forms=None) -> list[list[str]]:
     """``n`` unlabelled reviews for pre-training, as found in the wild: a fraction ``rating_rate``
     of them ends with its star rating, ``. five`` or ``. one`` (``RATING_WORDS[label]``),
-    the others with nothing.
+    the others with nothing. The reviews are ``sentiment_examples(n, seed, forms)``.
 
     The labels are never given as such; a language model meets them only as words to predict. It
     learns to predict the rating only by computing what decides the label: the main clause's
@@ -123,7 +123,7 @@ def review_corpus(n: int, seed: int, rating_rate: float = 0.5) -> list[list[str]
     rng = np.random.default_rng((seed, 1))
     rated = rng.random(n) < rating_rate
     return [tokens + [*RATING_PREFIX, RATING_WORDS[label]] if r else tokens
-            for (tokens, label), r in zip(sentiment_examples(n, seed), rated.tolist())]
+            for (tokens, label), r in zip(sentiment_examples(n, seed, forms), rated.tolist())]
 
 
 def _clause_polarity(clause: list[str], review) -> int:

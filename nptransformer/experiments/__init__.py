@@ -10,15 +10,17 @@ figure of docs/experiments.md (``python -m nptransformer.experiments NAME``):
 
 All of them train with ``fit`` (loop.py), the Trainer's step without a run directory.
 """
-from .few_shot import few_shot_curve, plot_few_shot_curve
+from .few_shot import few_shot_curve, few_shot_markdown, plot_few_shot_curve
 from .loop import fit, step_rng
-from .ner import ner_experiment
-from .perplexity import perplexity_table, plot_perplexities
-from .transfer import plot_transfer_curves, transfer_learning_curves
+from .ner import ner_experiment, ner_markdown
+from .perplexity import perplexity_markdown, perplexity_table, plot_perplexities
+from .transfer import plot_transfer_curves, transfer_learning_curves, transfer_markdown
 
 EXPERIMENTS = {"perplexity": perplexity_table, "transfer": transfer_learning_curves, "ner": ner_experiment,
                "few-shot": few_shot_curve}
 PLOTS = {"perplexity": plot_perplexities, "transfer": plot_transfer_curves, "few-shot": plot_few_shot_curve}
+TABLES = {"perplexity": perplexity_markdown, "transfer": transfer_markdown, "ner": ner_markdown,
+          "few-shot": few_shot_markdown}
 QUICK_SETTINGS = {
     "perplexity": {
         "corpora": ("grammar",),
@@ -40,5 +42,6 @@ QUICK_SETTINGS = {
 }
 """Tiny settings (``--quick`` and the tests): every code path runs in seconds; the numbers mean nothing."""
 
-__all__ = ["EXPERIMENTS", "PLOTS", "QUICK_SETTINGS", "few_shot_curve", "fit", "ner_experiment", "perplexity_table",
-           "plot_few_shot_curve", "plot_perplexities", "plot_transfer_curves", "step_rng", "transfer_learning_curves"]
+__all__ = ["EXPERIMENTS", "PLOTS", "QUICK_SETTINGS", "TABLES", "few_shot_curve", "few_shot_markdown", "fit",
+           "ner_experiment", "ner_markdown", "perplexity_markdown", "perplexity_table", "plot_few_shot_curve",
+           "plot_perplexities", "plot_transfer_curves", "step_rng", "transfer_learning_curves", "transfer_markdown"]

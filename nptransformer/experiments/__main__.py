@@ -1,7 +1,7 @@
 """``python -m nptransformer.experiments NAME [--json OUT] [--plot OUT.png] [--quick]``
 
-Runs one experiment with its default settings and prints its progress; ``--json`` writes the
-returned dict, ``--plot`` its figure, ``--quick`` the tiny settings the tests use (seconds, not
+Runs one experiment with its default settings, prints its progress and then its tables (the
+markdown of docs/experiments.md); ``--json`` writes the returned dict, ``--plot`` its figure, ``--quick`` the tiny settings the tests use (seconds, not
 minutes; the numbers then mean nothing). Names: perplexity, transfer, ner, few-shot.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import time
 
 from ..data.files import write_text_atomically
-from . import EXPERIMENTS, QUICK_SETTINGS, PLOTS
+from . import EXPERIMENTS, PLOTS, QUICK_SETTINGS, TABLES
 
 
 def main(argv=None) -> int:
@@ -27,6 +27,7 @@ def main(argv=None) -> int:
         parser.error(f"experiment {args.name!r} has no figure; --plot is for {', '.join(sorted(PLOTS))}")
     start = time.perf_counter()
     result = EXPERIMENTS[args.name](**(QUICK_SETTINGS[args.name] if args.quick else {}))
+    print(f"\n{TABLES[args.name](result)}")
     print(f"{args.name}: {time.perf_counter() - start:.1f} s")
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=1) + "\n", what="results file")

@@ -39,8 +39,9 @@ from .transfer import pretrain
 FEW_SHOT_DEFAULTS = {
     "ks": (0, 1, 2, 4, 8), "prompts": 500, "pretrain_documents": 20000, "examples_per_document": 9,
     "forms": ("single",), "negation_rate": 0.0,
-    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "dim_feedforward": 256, "dropout": 0.0, "max_len": 128},
-    "pretrain": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "warmup": 100},
+    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "dim_feedforward": 256, "dropout": 0.0, "max_len": 128,
+              "tie_weights": False},
+    "pretrain": {"steps": 1500, "batch_size": 32, "lr": 3e-3, "warmup": 100},
 }
 _PRETRAIN_SEED, _QUERY_SEED, _EXAMPLE_SEED, _WORDS_SEED = 121, 232, 343, 454
 
@@ -139,3 +140,15 @@ def plot_few_shot_curve(result: dict, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     save(fig, path)
+
+
+def few_shot_markdown(result: dict) -> str:
+    """The table of docs/experiments.md for a ``few_shot_curve`` result."""
+    ks = list(result["accuracy"])
+    return "\n".join([
+        f"GPT pre-trained in {result['pretrain_seconds']:.0f} s to loss {result['pretrain_final_loss']:.3f}\n",
+        "| k (examples in the prompt) | " + " | ".join(ks) + " |",
+        "|---|" + "---:|" * len(ks),
+        "| accuracy | " + " | ".join(f"{result['accuracy'][k]:.3f}" for k in ks) + " |",
+        "| prompt tokens (mean) | " + " | ".join(f"{result['prompt_tokens'][k]:.0f}" for k in ks) + " |",
+    ]) + "\n"

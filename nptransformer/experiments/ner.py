@@ -26,7 +26,8 @@ from .transfer import METHODS, bert_inputs, copy_of, fine_tune, new_body, pretra
 
 NER_DEFAULTS = {
     "sizes": (50, 200), "seeds": (0,), "test_examples": 1000, "pretrain_examples": 20000,
-    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "dim_feedforward": 256, "dropout": 0.1, "max_len": 32},
+    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "dim_feedforward": 256, "dropout": 0.1, "max_len": 32,
+              "tie_weights": False},
     "pretrain": {"steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup": 100},
     "finetune": {"steps": 200, "batch_size": 32, "warmup": 20, "lr": {"frozen": 1e-2, "full": 1e-3, "scratch": 1e-3}},
 }
@@ -90,7 +91,8 @@ def ner_experiment(log=print, **overrides) -> dict:
     corpus = [tokens for tokens, _ in ner_examples(s["pretrain_examples"], _PRETRAIN_SEED)]
     test = ner_examples(s["test_examples"], _TEST_SEED)
     start = time.perf_counter()
-    pretrained, losses = pretrain("bert", corpus, tokenizer, s["model"], **s["pretrain"])
+    mlm, losses = pretrain("bert", corpus, tokenizer, s["model"], **s["pretrain"])
+    pretrained = mlm.bert
     out = {"settings": s, "pretrain_final_loss": float(np.mean(losses[-50:])),
            "pretrain_seconds": round(time.perf_counter() - start, 1), "runs": []}
     log(f"bert: pre-trained {s['pretrain']['steps']} steps in {out['pretrain_seconds']} s, "
@@ -113,3 +115,19 @@ def ner_experiment(log=print, **overrides) -> dict:
                     f"{run['token_accuracy']:.3f}, ambiguous names {run['ambiguous_accuracy']:.3f}")
     out["seconds"] = round(time.perf_counter() - start_all, 1)
     return out
+
+
+def ner_markdown(result: dict) -> str:
+    """The table of docs/experiments.md for an ``ner_experiment`` result (means over seeds)."""
+    out = [f"BERT pre-trained in {result['pretrain_seconds']:.0f} s to masked-LM loss {result['pretrain_final_loss']:.3f}\n",
+           "| method | labelled sentences | entity F1 | precision | recall | token accuracy | ambiguous names |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    sizes = sorted({run["size"] for run in result["runs"]})
+    for n in sizes:
+        for method in METHODS:
+            runs = [run for run in result["runs"] if run["method"] == method and run["size"] == n]
+            mean = {k: np.mean([run[k] for run in runs]) for k in ("f1", "precision", "recall", "token_accuracy",
+                                                                     "ambiguous_accuracy")}
+            out.append(f"| {method} | {n} | {mean['f1']:.3f} | {mean['precision']:.3f} | {mean['recall']:.3f} | "
+                       f"{mean['token_accuracy']:.3f} | {mean['ambiguous_accuracy']:.3f} |")
+    return "\n".join(out) + "\n"

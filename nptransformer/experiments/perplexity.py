@@ -232,3 +232,27 @@ def plot_perplexities(result: dict, path) -> None:
         ax.set_title(f"{corpus}: {result[corpus]['test_tokens']} test tokens, V = {result[corpus]['vocabulary']}")
         ax.grid(axis="x", alpha=0.3)
     save(fig, path)
+
+
+def perplexity_markdown(result: dict) -> str:
+    """The tables of docs/experiments.md for a ``perplexity_table`` result."""
+    out = []
+    for corpus, r in result.items():
+        grammar = "entropy_bits" in r
+        out.append(f"**{corpus}**: {r['train_sentences']} training and {r['test_sentences']} test sentences, "
+                   f"{r['test_tokens']} predicted test tokens, V = {r['vocabulary']} "
+                   f"(<unk> is {100 * r['unk_rate']:.1f} % of the test tokens)\n")
+        extra = " | above the entropy (bits)" if grammar else ""
+        out.append(f"| model | perplexity | nats / token | bits / token{extra} | seconds |")
+        out.append("|---|---:|---:|---:|" + ("---:|" if grammar else "") + "---:|")
+        for row in r["rows"]:
+            above = f" | {row['bits'] - r['entropy_bits']:+.3f}" if grammar else ""
+            out.append(f"| {row['model']} | {row['perplexity']:.3f} | {row['nats']:.4f} | {row['bits']:.4f}{above} "
+                       f"| {row['seconds']:.1f} |")
+        if grammar:
+            out.append(f"| the grammar itself, on these test sentences | {math.exp(r['oracle_nats']):.3f} | "
+                       f"{r['oracle_nats']:.4f} | {r['oracle_bits']:.4f} | {r['oracle_bits'] - r['entropy_bits']:+.3f} | |")
+            out.append(f"| entropy per token (exact) | {math.exp(r['entropy_nats']):.3f} | {r['entropy_nats']:.4f} | "
+                       f"{r['entropy_bits']:.4f} | 0 | |")
+        out.append("")
+    return "\n".join(out)

@@ -21,6 +21,9 @@ from nptransformer.data import (
     mask_tokens,
     ner_examples,
     ner_vocabulary,
+    RATING_PREFIX,
+    RATING_WORDS,
+    review_corpus,
     sentiment_examples,
     sentiment_label,
     sentiment_vocabulary,
@@ -59,6 +62,25 @@ def test_word_order_decides_some_labels():
     for tokens, label in examples:
         by_bag.setdefault(tuple(sorted(tokens)), set()).add(label)
     assert sum(len(labels) == 2 for labels in by_bag.values()) > 0
+
+
+def test_review_corpus_rates_some_reviews_by_their_label():
+    corpus = review_corpus(2000, seed=3, rating_rate=0.3)
+    tail = len(RATING_PREFIX) + 1
+    rated = [r for r in corpus if tuple(r[-tail:-1]) == RATING_PREFIX and r[-1] in RATING_WORDS]
+    assert abs(len(rated) / len(corpus) - 0.3) < 4 * np.sqrt(0.3 * 0.7 / len(corpus))
+    for review in rated:
+        assert RATING_WORDS[sentiment_label(review[:-tail])] == review[-1]
+    unrated = [r for r in corpus if r not in rated]
+    assert all(sentiment_label(r) in (0, 1) for r in unrated)  # plain reviews, nothing appended
+    assert set(w for r in corpus for w in r) <= set(sentiment_vocabulary())
+    assert [r[:len(r) - tail] if r in rated else r for r in corpus] == [t for t, _ in sentiment_examples(2000, 3)]
+
+
+def test_negation_rate():
+    assert not any("not" in t for t, _ in sentiment_examples(300, seed=0, negation_rate=0.0))
+    negated = np.mean(["not" in t for t, _ in sentiment_examples(1000, seed=0, forms=["single"], negation_rate=1.0)])
+    assert negated == 1.0
 
 
 def test_sentiment_rejects_unknown_forms_and_ill_formed_reviews():

@@ -32,16 +32,15 @@
 #   trained in a few seconds, beating every n-gram on the same data.
 
 # %%
+import inspect
 import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-import nptransformer as nt
-from nptransformer import functional as F
 from nptransformer import nn, optim
 from nptransformer.data import END, english_grammar
-from nptransformer.lm import NGramLM
+from nptransformer.lm import NeuralNGramLM, NGramLM, WordVocabulary
 
 # %% [markdown]
 # ## A language whose entropy we know
@@ -189,54 +188,28 @@ plt.show()
 # Words used in similar places ("cat", "dog") end up with similar vectors, so what is learned
 # about one history carries over to similar ones. (The vectors start small, with standard
 # deviation 0.1, so that what training writes into them is not drowned by the random start.)
-# Below, the model is assembled from the
-# package's layers; the loss is `F.cross_entropy` (log-softmax and the negative log-likelihood in
-# one op), the optimizer `optim.AdamW` with a warm-up and cosine schedule.
+# `nptransformer.lm.NeuralNGramLM` is that model, assembled from the package's layers; here is its
+# whole forward pass. It follows the n-gram convention above (n - 1 `<s>` before each sentence,
+# `</s>` predicted, unseen words read as `<unk>`), so its perplexity compares directly with the
+# n-grams'. The loss is `F.cross_entropy` (log-softmax and the negative log-likelihood in one op),
+# the optimizer `optim.AdamW` with a warm-up and cosine schedule.
 
 # %%
-tokenizer = grammar.tokenizer()  # grammar words plus the special tokens; </s> is <eos>
-CONTEXT = 4  # the model sees the last 4 tokens, like a 5-gram
+print(inspect.getsource(NeuralNGramLM.forward))
 
-
-def windows(sentences, context):
-    """Every (last `context` ids, next id) pair; a sentence starts with `context` <bos> ids."""
-    inputs, targets = [], []
-    for s in sentences:
-        ids = [tokenizer.bos_id] * context + grammar.encode([s], tokenizer).tolist()
-        for i in range(context, len(ids)):
-            inputs.append(ids[i - context:i])
-            targets.append(ids[i])
-    return np.array(inputs), np.array(targets)
-
-
-x_train, y_train = windows(train, CONTEXT)  # (N, CONTEXT) ids, (N,) next ids
-x_test, y_test = windows(test, CONTEXT)
-print(f"{len(x_train)} training windows, vocabulary V = {tokenizer.vocab_size}")
-
-
-class NeuralNGram(nn.Module):
-    """ids (N, context) -> embeddings (N, context, E) -> concatenated (N, context*E) -> tanh hidden -> logits (N, V)."""
-
-    def __init__(self, vocab_size, context, embed_dim=16, hidden=64):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim, std=0.1)  # small start: what training writes shows
-        self.hidden = nn.Linear(context * embed_dim, hidden)
-        self.out = nn.Linear(hidden, vocab_size)
-
-    def forward(self, ids):
-        e = self.embed(ids)  # (N, context) -> (N, context, E)
-        h = self.hidden(e.reshape(e.shape[0], -1)).tanh()  # (N, context * E) -> (N, hidden)
-        return self.out(h)  # (N, V)
-
-
-def test_bits(model):
-    with nt.no_grad():
-        return F.cross_entropy(model(x_test), y_test).item() / math.log(2)
-
+# %%
+N = 5  # the model sees the last 4 words, like the 5-gram
+vocab = WordVocabulary.from_sentences(train_words)  # the n-grams' vocabulary: training words, </s>, <unk>
+x_train, y_train = NeuralNGramLM(vocab, N).windows(train_words)  # every (last 4 ids, next id) pair
+print(f"{len(x_train)} training windows, V = {vocab.size}; the first sentence gives:")
+for context, target in zip(x_train[:4], y_train[:4]):
+    words = ["<s>" if i == vocab.bos_id else vocab.words[i] for i in context]
+    print(f"   {' '.join(words):>30}  ->  {vocab.words[target]}")
 
 # %%
 nn.manual_seed(0)
-model = NeuralNGram(tokenizer.vocab_size, CONTEXT)
+model = NeuralNGramLM(vocab, N, embed_dim=16, hidden=64)
+print(model, f"\n{model.num_parameters()} parameters")
 STEPS, BATCH = 2000, 256
 optimizer = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
 schedule = optim.WarmupCosine(optimizer, warmup_steps=100, total_steps=STEPS)
@@ -244,15 +217,15 @@ rng = np.random.default_rng(0)
 curve = []
 for step in range(1, STEPS + 1):
     batch = rng.integers(0, len(x_train), BATCH)
-    loss = F.cross_entropy(model(x_train[batch]), y_train[batch])  # mean -log P over the batch, in nats
+    loss = model.loss(x_train[batch], y_train[batch])  # mean -log P over the batch, in nats
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     schedule.step()
     if step % 100 == 0:
-        curve.append((step, loss.item() / math.log(2), test_bits(model)))
+        curve.append((step, loss.item() / math.log(2), math.log2(model.perplexity(test_words))))
 neural_bits = curve[-1][2]
-print(f"neural {CONTEXT + 1}-gram: {neural_bits:.3f} bits/token on the test sentences")
+print(f"neural {N}-gram: {neural_bits:.3f} bits/token on the test sentences (perplexity {2 ** neural_bits:.2f})")
 
 # %%
 steps, train_curve, test_curve = zip(*curve)
@@ -278,7 +251,7 @@ plt.show()
 
 # %%
 words = "the a every cat dog bird child ball sees likes chases sleeps runs big small old red".split()
-vectors = model.embed.weight.numpy()[[tokenizer.token_to_id(w) for w in words]]
+vectors = model.embed.weight.numpy()[[vocab.index[w] for w in words]]
 unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 fig, ax = plt.subplots(figsize=(5.5, 4.5))
 im = ax.imshow(unit @ unit.T, cmap="RdBu_r", vmin=-1, vmax=1)
@@ -296,7 +269,7 @@ plt.show()
 summary = {
     "unigram (no context)": ngram_bits[1, "kneser-ney"],
     "best n-gram": best_ngram,
-    f"neural {CONTEXT + 1}-gram, {STEPS} steps": neural_bits,
+    f"neural {N}-gram, {STEPS} steps": neural_bits,
     "the grammar itself (on this test set)": oracle_bits,
     "entropy (exact)": H_bits,
 }
@@ -323,7 +296,7 @@ for name, value in summary.items():
 #    5-gram beat the 4-gram?
 # 4. **Smoothing strength.** Try add-k with $k = 1$, $0.1$ and $0.01$ for the 4-gram. Which is best
 #    here, and why does a small $k$ suit a language where only a few words can follow each history?
-# 5. **The neural window.** Train the neural model with `CONTEXT = 2` and `CONTEXT = 6`. Does the
+# 5. **The neural window.** Train the neural model with `N = 3` and `N = 7`. Does the
 #    longer window help as much as it helped the n-grams, and why can the neural model use a
 #    long window where the 5-gram could not?
 # 6. **Gibbs' inequality.** Prove $H(p, q) \ge H(p)$ from $\log x \le x - 1$, applied to

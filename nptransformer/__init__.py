@@ -3,6 +3,7 @@ from . import functional
 from .anomaly import AnomalyError, detect_anomaly
 from .autograd import DEFAULT_DTYPE, Function, OpError, ShapeError, Tensor, is_grad_enabled, no_grad, tensor
 from .backend import DeviceError, cupy_available, get_array_module
+from .early_stopping import EarlyStopping
 from .functional.primitives import concatenate, masked_fill, split, stack, where
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
@@ -13,6 +14,7 @@ __all__ = [
     "AnomalyError",
     "DEFAULT_DTYPE",
     "DeviceError",
+    "EarlyStopping",
     "Function",
     "GradcheckError",
     "OpError",

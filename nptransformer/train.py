@@ -86,6 +86,7 @@ from .data import (
 from .data.files import read_json, write_text_atomically
 from .data.tasks import LETTERS
 from .decoding.generate import Seq2SeqScorer
+from .early_stopping import EarlyStopping
 from .decoding.search import sample
 from .nn import GPT, MultiheadAttention, Seq2SeqTransformer, manual_seed
 from .nn.module import ModuleError
@@ -612,7 +613,7 @@ class Trainer:
                                       factor=config.lr * math.sqrt(config.d_model * config.warmup))
         self.step = 0
         self.history = {"losses": [], "grad_norms": [], "lrs": [], "evals": []}
-        self.early_stopping = {"best_val_loss": None, "best_step": 0, "bad_evals": 0, "stopped": False}
+        self.early_stopping = EarlyStopping(config.patience or None, MIN_DELTA)  # on the validation loss
         self.seconds = 0.0  # training time of the sessions before this one (a resumed run)
         self.saved_step = None  # the step of the checkpoint on disk, if any
         self._bar = _NoBar()
@@ -651,7 +652,7 @@ class Trainer:
                 rng.bit_generator.state = state["rng"][name]
             self.step = int(state["step"])
             self.history = {k: list(state["history"][k]) for k in self.history}
-            self.early_stopping = dict(state["early_stopping"])
+            self.early_stopping.load_state_dict(state["early_stopping"])
             self.seconds = float(state["seconds"])
         except (KeyError, TypeError, ValueError) as err:
             raise _cannot_load(ckpt.path, f"trainer.json or optimizer.npz is malformed ({type(err).__name__}: {err})") from None
@@ -674,7 +675,7 @@ class Trainer:
             "optimizer": {"param_groups": optimizer["param_groups"], "scalar_state": scalars},
             "scheduler": self.scheduler.state_dict(),
             "rng": {name: rng.bit_generator.state for name, rng in _generators(self.model).items()},
-            "history": self.history, "early_stopping": self.early_stopping, "seconds": elapsed,
+            "history": self.history, "early_stopping": self.early_stopping.state_dict(), "seconds": elapsed,
             "data_fingerprint": self.task.fingerprint(),
         }
 
@@ -748,12 +749,8 @@ class Trainer:
         result = self.task.evaluate(self.model, self.device, min(QUICK_EVAL_EXAMPLES, self.config.eval_examples), 1)
         record = {"step": self.step, "val_loss": result["val_loss"], "exact_match": result["exact_match"]}
         self.history["evals"].append(record)
-        es, patience = self.early_stopping, self.config.patience
-        if es["best_val_loss"] is None or result["val_loss"] < es["best_val_loss"] - MIN_DELTA:
-            es.update(best_val_loss=result["val_loss"], best_step=self.step, bad_evals=0)
-        else:
-            es["bad_evals"] += 1
-        es["stopped"] = bool(patience) and es["bad_evals"] >= patience
+        es = self.early_stopping
+        es.update(result["val_loss"], self.step)
         line = f"step {self.step}: validation loss {result['val_loss']:.4f}"
         if result["exact_match"] is not None:
             line += f", exact match {100 * result['exact_match']:.1f}% (greedy, {result['examples']} held-out)"
@@ -761,10 +758,10 @@ class Trainer:
             line += f", perplexity {result['perplexity']:.2f}"
         self._bar.write(line, file=self.stream)
         self.save_checkpoint(elapsed)
-        if es["stopped"]:
-            self._bar.write(f"early stopping at step {self.step}: the validation loss has not improved for {patience} "
-                            f"evaluations (best {es['best_val_loss']:.4f} at step {es['best_step']})", file=self.stream)
-        return es["stopped"]
+        if es.should_stop:
+            self._bar.write(f"early stopping at step {self.step}: the validation loss has not improved for "
+                            f"{es.patience} evaluations (best {es.best:.4f} at step {es.best_step})", file=self.stream)
+        return es.should_stop
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
@@ -782,7 +779,7 @@ class Trainer:
         except OSError as err:
             raise CheckpointError(f"cannot write the run into '{self.out_dir}': {err.strerror}") from None
         self.model.train()
-        self.early_stopping["stopped"] = False
+        self.early_stopping.should_stop = False
         start = time.perf_counter()
         self._bar = progress_bar(c.steps, self.step, c.task, self.progress)
         try:
@@ -809,7 +806,7 @@ class Trainer:
         metrics = {
             "task": c.task, "steps": self.step, "seconds": round(elapsed, 3),
             "exact_match": result["exact_match"], "val_loss": result["val_loss"],
-            "stopped_early": self.early_stopping["stopped"], "best_step": self.early_stopping["best_step"],
+            "stopped_early": self.early_stopping.should_stop, "best_step": self.early_stopping.best_step,
             "losses": self.history["losses"], "grad_norms": self.history["grad_norms"], "lrs": self.history["lrs"],
             "evals": self.history["evals"], "config": c.to_dict(),
             "parameters": self.model.num_parameters(),

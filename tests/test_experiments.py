@@ -15,6 +15,7 @@ from nptransformer.experiments.perplexity import docstring_corpus, docstring_sen
 from nptransformer.experiments.transfer import (
     FAMILIES,
     TRANSFER_DEFAULTS,
+    accuracy,
     classifier,
     fine_tune,
     new_body,
@@ -79,6 +80,7 @@ def test_ner_and_few_shot_are_well_formed(results):
     few = results["few-shot"]
     assert list(few["accuracy"]) == ["0", "1", "2"]
     assert few["prompt_tokens"]["0"] < few["prompt_tokens"]["1"] < few["prompt_tokens"]["2"]
+    assert list(few["label_mass"]) == ["0", "1", "2"] and all(0.0 < m <= 1.0 for m in few["label_mass"].values())
     json.dumps(ner), json.dumps(few)
 
 
@@ -126,3 +128,17 @@ def test_command_line_writes_json_and_plot(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ner", "--plot", str(png)])
     assert "has no figure" in capsys.readouterr().err
+
+
+def test_accuracy_without_contrast_reviews_is_none_not_nan():
+    tokenizer = WordTokenizer(sentiment_vocabulary())
+    body = new_body("gpt", tokenizer.vocab_size, MODEL, seed=0)
+    plain = sentiment_examples(20, seed=0, forms=["single"])
+    result = accuracy("gpt", classifier("gpt", body), plain, tokenizer)
+    assert result["contrast_accuracy"] is None and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_few_shot_pretraining_can_mix_in_rated_reviews():
+    settings = {**QUICK_SETTINGS["few-shot"], "rated_fraction": 0.5}
+    result = few_shot_curve(log=_quiet, **settings)
+    assert result["settings"]["rated_fraction"] == 0.5 and set(result["label_mass"]) == set(result["accuracy"])

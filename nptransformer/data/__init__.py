@@ -105,3 +105,31 @@ __all__ += [
     "sentiment_label",
     "sentiment_vocabulary",
 ]
+from .generation_tasks import (
+    assistant_reply,
+    dialogue_pairs,
+    dialogue_vocabulary,
+    headline,
+    parse_request,
+    summary_pairs,
+    summary_vocabulary,
+    translate_to_french,
+    translation_pairs,
+    translation_vocabulary,
+)
+
+__all__ += [
+    "assistant_reply",
+    "dialogue_pairs",
+    "dialogue_vocabulary",
+    "headline",
+    "parse_request",
+    "summary_pairs",
+    "summary_vocabulary",
+    "translate_to_french",
+    "translation_pairs",
+    "translation_vocabulary",
+]
+from .windows import TokenScores, Window, pool_windows, sliding_windows, strided_token_nll, truncate
+
+__all__ += ["TokenScores", "Window", "pool_windows", "sliding_windows", "strided_token_nll", "truncate"]

@@ -65,7 +65,7 @@ from nptransformer.data import (
 )
 from nptransformer.data.windows import pool_windows, sliding_windows, strided_token_nll, truncate
 from nptransformer.early_stopping import EarlyStopping
-from nptransformer.experiments.loop import step_rng
+from nptransformer.experiments.loop import fit, step_rng
 from nptransformer.experiments.transfer import (
     TRANSFER_DEFAULTS,
     accuracy,
@@ -547,9 +547,9 @@ plt.show()
 #
 # ### The number of epochs
 #
-# How long to train is read off a validation set, not the training loss. The loop below is the
-# step of `fit` (nptransformer/experiments/loop.py) with an evaluation on the training and
-# validation sets every `eval_every` steps; §9.4 uses it too. With fewer labelled reviews the
+# How long to train is read off a validation set, not the training loss. The function below
+# trains with `fit` (nptransformer/experiments/loop.py), whose `on_step` hook evaluates on the
+# training and validation sets every `eval_every` steps; §9.4 uses it too. With fewer labelled reviews the
 # question gets sharper, so this run fine-tunes on the first 160 of the 480 for 20 epochs
 # (5 steps of 32 each), evaluating after every epoch. An `EarlyStopping` object watches it;
 # §9.4 reads what it saw.
@@ -573,20 +573,17 @@ def train_with_validation(examples, steps=100, lr=3e-3, batch_size=32, eval_ever
     that the curves show what early stopping avoided. Returns (model, curves)."""
     body = copy_of(FAMILY, pretrained, V, {**MODEL, "dropout": dropout})
     nn.manual_seed(0)
-    model = classifier(FAMILY, body, dropout=dropout).train()
-    params = list(model.parameters())
-    optimizer = optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    schedule = optim.WarmupCosine(optimizer, steps // 10, steps)
+    model = classifier(FAMILY, body, dropout=dropout)
     curves = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "val_accuracy": []}
-    for step in range(1, steps + 1):
-        batch = [examples[i] for i in step_rng(0, step).choice(len(examples), batch_size, replace=False)]
+
+    def batch_fn(step):
+        return [examples[i] for i in step_rng(0, step).choice(len(examples), batch_size, replace=False)]
+
+    def loss_fn(model, batch):
         logits = logits_of(FAMILY, model, [s for s, _ in batch], SENTIMENT)  # (B, 2)
-        loss = F.cross_entropy(logits, np.array([y for _, y in batch]), label_smoothing=label_smoothing)
-        loss.backward()
-        optim.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
+        return F.cross_entropy(logits, np.array([y for _, y in batch]), label_smoothing=label_smoothing)
+
+    def on_step(step, model):
         if step % eval_every == 0:
             val_loss, val_accuracy = evaluate(model, validation)
             epoch = step * batch_size / len(examples)
@@ -594,6 +591,8 @@ def train_with_validation(examples, steps=100, lr=3e-3, batch_size=32, eval_ever
                 curves[key].append(value)
             if stopper is not None and not stopper.should_stop:
                 stopper.update(val_loss, step, model)
+
+    fit(model, loss_fn, batch_fn, steps, lr, warmup=steps // 10, weight_decay=weight_decay, on_step=on_step)
     return model, curves
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nptransformer.data import WordTokenizer, sentiment_examples, sentiment_vocabulary
-from nptransformer.experiments import EXPERIMENTS, QUICK_SETTINGS, few_shot_curve, perplexity_table
+from nptransformer.experiments import EXPERIMENTS, QUICK_SETTINGS, few_shot_curve, fit, perplexity_table
 from nptransformer.experiments.__main__ import main
 from nptransformer.experiments.few_shot import few_shot_prompts
 from nptransformer.experiments.perplexity import docstring_corpus, docstring_sentences, grammar_corpus
@@ -142,3 +142,18 @@ def test_few_shot_pretraining_can_mix_in_rated_reviews():
     settings = {**QUICK_SETTINGS["few-shot"], "rated_fraction": 0.5}
     result = few_shot_curve(log=_quiet, **settings)
     assert result["settings"]["rated_fraction"] == 0.5 and set(result["label_mass"]) == set(result["accuracy"])
+
+
+def test_fit_calls_on_step_after_each_step_and_stops_when_it_says_so():
+    tokenizer = WordTokenizer(sentiment_vocabulary())
+    model = classifier("gpt", new_body("gpt", tokenizer.vocab_size, MODEL, seed=0))
+    examples = sentiment_examples(16, seed=0)
+    seen = []
+
+    def on_step(step, m):
+        seen.append((step, m is model, m.training))
+        return step == 3
+
+    losses = fit(model, sentiment_loss("gpt", tokenizer), lambda step: examples[:8], steps=10, lr=1e-3,
+                 on_step=on_step)
+    assert len(losses) == 3 and seen == [(1, True, True), (2, True, True), (3, True, True)]

@@ -29,11 +29,13 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
 
 
 def fit(model, loss_fn, batch_fn, steps: int, lr: float, warmup: int = 0, weight_decay: float = 0.01,
-        clip_grad: float = 1.0) -> list[float]:
+        clip_grad: float = 1.0, on_step=None) -> list[float]:
     """Train ``model`` for ``steps`` steps and return the loss of each step.
 
     ``batch_fn(step)`` (step counts from 1) gives a batch, ``loss_fn(model, batch)`` a scalar
-    Tensor. The model is in training mode (dropout on) during the loop and stays so after.
+    Tensor. ``on_step(step, model)``, when given, runs after each complete step (the place for a
+    validation curve or an ``EarlyStopping``; a truthy return value ends the training there).
+    The model is in training mode (dropout on) during the loop and stays so after.
     Raises TrainingError on a non-finite loss or gradient norm, naming the step.
     """
     if steps < 1 or warmup < 0 or warmup > steps:
@@ -58,4 +60,6 @@ def fit(model, loss_fn, batch_fn, steps: int, lr: float, warmup: int = 0, weight
         schedule.step()
         optimizer.zero_grad()
         losses.append(value)
+        if on_step is not None and on_step(step, model):
+            break
     return losses

@@ -53,7 +53,9 @@ from nptransformer.data import (
     BOS_ID,
     FEW_SHOT_LABEL_WORDS,
     MASK_ID,
+    NEGATIVE_WORDS,
     PAD_ID,
+    POSITIVE_WORDS,
     RATING_WORDS,
     SPECIAL_TOKENS,
     WordTokenizer,
@@ -66,7 +68,6 @@ from nptransformer.data import (
     sentiment_label,
     sentiment_vocabulary,
 )
-from nptransformer.data.nlp_tasks import NEGATIVE_WORDS, POSITIVE_WORDS
 from nptransformer.experiments.few_shot import FEW_SHOT_DEFAULTS, few_shot_prompts, few_shot_scores
 from nptransformer.experiments.transfer import (
     METHODS,

@@ -69,7 +69,9 @@ __all__ = [
 from .nlp_tasks import (
     AMBIGUOUS_NAMES,
     FEW_SHOT_LABEL_WORDS,
+    NEGATIVE_WORDS,
     NER_TAGS,
+    POSITIVE_WORDS,
     RATING_PREFIX,
     RATING_WORDS,
     bio_spans,
@@ -89,7 +91,9 @@ from .nlp_tasks import (
 __all__ += [
     "AMBIGUOUS_NAMES",
     "FEW_SHOT_LABEL_WORDS",
+    "NEGATIVE_WORDS",
     "NER_TAGS",
+    "POSITIVE_WORDS",
     "RATING_PREFIX",
     "RATING_WORDS",
     "bio_spans",

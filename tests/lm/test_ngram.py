@@ -197,7 +197,7 @@ def test_unseen_words_are_unk_in_word_and_context(smoothing):
     assert np.isfinite(lm.sentence_log_prob(["zebra", "okapi", "gnu"]))
 
 
-@pytest.mark.parametrize("n, smoothing", itertools.product([1, 2, 3], ["add-k", "kneser-ney"]))
+@pytest.mark.parametrize("n, smoothing", list(itertools.product([1, 2, 3], ["add-k", "kneser-ney"])))
 def test_sentence_log_prob_is_the_chain_rule_and_perplexity_counts_eos(n, smoothing):
     lm = NGramLM(n, smoothing=smoothing).fit(KN_CORPUS)
     s = ["the", "cat", "sat", "on", "a", "zebra"]

@@ -73,7 +73,7 @@ def get_array_module(*arrays):
     for a in arrays:
         if a is None:
             continue
-        ns = _namespace_of(a)
+        ns = numpy if type(a) is numpy.ndarray else _namespace_of(a)  # the common case, without the lookup
         if ns is None:
             continue
         if found is None:

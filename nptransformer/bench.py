@@ -2,6 +2,7 @@
 
     python -m nptransformer.bench                    # sizes S, M, L; against PyTorch when installed
     python -m nptransformer.bench --sizes M --repeats 9 --threads 1 --json results.json
+    python -m nptransformer.bench --sizes S M --only decode --repeats 15   # decoding only
 
 For each size, a ``GPT`` (pre-LN, learned positions, tied head, exact GELU, float32, no dropout)
 and the same model in PyTorch eager, with the same weights, are timed on the same batch:
@@ -81,6 +82,7 @@ SIZES = {
     "L": Size(vocab=4096, d_model=512, n_layers=6, n_heads=8, context=256, batch=8),
 }
 DEFAULT_SIZES = ("S", "M", "L")
+MEASUREMENTS = ("train", "forward", "decode", "memory")
 LEARNING_RATE = 1e-4  # small, so that repeated steps on one batch stay in the same regime
 
 
@@ -413,8 +415,8 @@ def _probe_in_subprocess(framework: str, size_name: str, threads: int) -> dict:
 
 # --------------------------------------------------------------------------- the benchmark
 def bench_size(size_name: str, size: Size, repeats: int, warmup: int, use_torch: bool, memory: bool,
-               decode: bool, threads: int, log=print) -> dict:
-    """Every measurement of one size; ``log`` gets a line as each one is done."""
+               decode: bool, threads: int, log=print, train: bool = True, forward: bool = True) -> dict:
+    """Every measurement of one size (those whose flag is on); ``log`` gets a line as each one is done."""
     ours = OursRunner(size)
     runners = [ours] + ([TorchRunner(ours)] if use_torch else [])
     names = [r.name for r in runners]
@@ -433,12 +435,14 @@ def bench_size(size_name: str, size: Size, repeats: int, warmup: int, use_torch:
         ratio = f", ratio {entry['ratio']:.2f}" if use_torch else ""
         log(f"  {what:<24}" + "  ".join(f"{n} {entry[n]['median_ms']:.2f} ms (min {entry[n]['min_ms']:.2f})" for n in names) + ratio)
 
-    record("train_step", alternate(runners, lambda r: r.train_step(), repeats, warmup))
-    for name in names:
-        seconds = result["train_step"][name]["median_ms"] / 1e3
-        result["train_step"][name]["tokens_per_s"] = size.tokens / seconds
-        result["train_step"][name]["gflops"] = size.step_flops() / seconds / 1e9
-    record("forward", alternate(runners, lambda r: r.forward(), repeats, warmup))
+    if train:
+        record("train_step", alternate(runners, lambda r: r.train_step(), repeats, warmup))
+        for name in names:
+            seconds = result["train_step"][name]["median_ms"] / 1e3
+            result["train_step"][name]["tokens_per_s"] = size.tokens / seconds
+            result["train_step"][name]["gflops"] = size.step_flops() / seconds / 1e9
+    if forward:
+        record("forward", alternate(runners, lambda r: r.forward(), repeats, warmup))
     if decode:
         new_tokens = size.context
         record("decode_per_token", alternate(runners, lambda r: r.decode(new_tokens), max(3, repeats // 2), 1), new_tokens)
@@ -478,8 +482,9 @@ def machine() -> dict:
 
 
 def run(sizes=DEFAULT_SIZES, repeats=7, warmup=2, threads=None, use_torch=None, memory=True, decode=True,
-        peak_size=2048, log=print) -> dict:
-    """The benchmark as a dict (what ``--json`` writes); ``log`` gets the human-readable report."""
+        peak_size=2048, log=print, train=True, forward=True) -> dict:
+    """The benchmark as a dict (what ``--json`` writes); ``log`` gets the human-readable report.
+    ``train``, ``forward``, ``decode`` and ``memory`` switch each measurement on or off."""
     if use_torch is None:
         use_torch = torch_available()
     if use_torch:
@@ -502,10 +507,10 @@ def run(sizes=DEFAULT_SIZES, repeats=7, warmup=2, threads=None, use_torch=None, 
         size = SIZES[name]
         log(f"size {name}: vocab {size.vocab}, d_model {size.d_model}, {size.n_layers} layers, {size.n_heads} heads, "
             f"context {size.context}, batch {size.batch}; {size.step_flops() / 1e9:.2f} GFLOP per step")
-        entry = bench_size(name, size, repeats, warmup, use_torch, memory, decode, threads, log)
+        entry = bench_size(name, size, repeats, warmup, use_torch, memory, decode, threads, log, train, forward)
         peak = report["matmul_peak_gflops"]
         for framework, key in (("nptransformer", "numpy"), ("PyTorch", "torch")):
-            if framework in entry["train_step"]:
+            if framework in entry.get("train_step", {}):
                 step = entry["train_step"][framework]
                 step["fraction_of_matmul_peak"] = step["gflops"] / peak[key]
                 log(f"  {framework}: {step['tokens_per_s']:,.0f} tokens/s, {step['gflops']:.1f} GFLOP/s = "
@@ -527,6 +532,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch, even when installed")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements (subprocesses)")
     parser.add_argument("--no-decode", action="store_true", help="skip KV-cache decoding")
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, metavar="WHAT",
+                        help=f"run only these measurements, of {', '.join(MEASUREMENTS)} (default: all)")
     parser.add_argument("--peak-size", type=int, default=2048,
                         help="side of the square float32 matrices whose product measures the matmul peak (default 2048)")
     parser.add_argument("--json", metavar="FILE", help="also write every number as JSON to FILE ('-' for stdout)")
@@ -543,8 +550,13 @@ def run_from_args(args) -> int:
         return 0
     to_stdout = args.json == "-"
     log = (lambda line: print(line, file=sys.stderr)) if to_stdout else print
+    wanted = set(args.only or MEASUREMENTS)
+    if args.no_memory:
+        wanted.discard("memory")
+    if args.no_decode:
+        wanted.discard("decode")
     report = run(args.sizes, args.repeats, args.warmup, args.threads, False if args.no_torch else None,
-                 not args.no_memory, not args.no_decode, args.peak_size, log)
+                 "memory" in wanted, "decode" in wanted, args.peak_size, log, "train" in wanted, "forward" in wanted)
     if args.json:
         text = json.dumps(report, indent=2)
         if to_stdout:

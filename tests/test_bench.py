@@ -58,6 +58,15 @@ def test_tiny_bench_writes_well_formed_json(tmp_path, capsys):
     assert "size tiny" in out and "train_step" in out and "tokens/s" in out
 
 
+def test_only_runs_the_measurements_asked_for(tmp_path, capsys):
+    tiny = _run_tiny(tmp_path, "--no-torch", "--only", "decode")["sizes"]["tiny"]
+    _check_summary(tiny["decode_per_token"]["nptransformer"])
+    assert not {"train_step", "forward", "peak_memory"} & set(tiny)
+    tiny = _run_tiny(tmp_path, "--no-torch", "--only", "train", "memory", "--no-memory")["sizes"]["tiny"]
+    assert "train_step" in tiny and not {"forward", "decode_per_token", "peak_memory"} & set(tiny)
+    assert "tokens/s" in capsys.readouterr().out
+
+
 def test_tiny_bench_against_torch(tmp_path, torch):
     report = _run_tiny(tmp_path, "--no-memory")
     tiny = report["sizes"]["tiny"]

@@ -104,14 +104,18 @@ def _attention_weights(xp, q, k, mask, is_causal, scale):
     elif mask is not None:
         scores += mask
     # Softmax along the keys, in place. A row with every key masked has max -inf; shifting it
-    # by 0 instead keeps exp(-inf) = 0, and dividing its zero sum by 1 keeps P = 0 there.
+    # by 0 instead keeps exp(-inf) = 0, and dividing its zero sum by 1 keeps P = 0 there. Without
+    # a mask, or with is_causal (which leaves every query key 0), no row can be blocked.
     row_max = scores.max(axis=-1, keepdims=True)  # (..., T, 1)
-    dead = row_max == -xp.inf
-    xp.copyto(row_max, 0, where=dead)
+    dead = None
+    if mask is not None and not is_causal:  # only a given mask can block every key of a row
+        dead = row_max == -xp.inf
+        xp.copyto(row_max, 0, where=dead)
     scores -= row_max
     p = xp.exp(scores, out=scores)
     total = p.sum(axis=-1, keepdims=True)  # (..., T, 1)
-    xp.copyto(total, 1, where=dead)
+    if dead is not None:
+        xp.copyto(total, 1, where=dead)
     p /= total
     return p
 
@@ -129,7 +133,7 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, is_causal=False, scale=1.0, dropout_p=0.0, rng=None, weights_out=None):
-        xp = get_array_module(q, k, v, mask)
+        xp = get_array_module(q)  # Function.apply has checked that k, v and the mask share q's device
         p = _attention_weights(xp, q, k, mask, is_causal, scale)  # (..., T, S)
         keep = None
         p_drop = p

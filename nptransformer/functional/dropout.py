@@ -57,7 +57,8 @@ def dropout(x, p=0.5, training=True, rng=None):
     Backward: dx = dy · m / (1 - p) with the mask m saved by the forward.
     Derivation: docs/derivations/dropout.md
     """
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+    # float and int first: a check against the numbers.Real ABC alone takes longer than an eval-mode call
+    if isinstance(p, bool) or not isinstance(p, (float, int, numbers.Real)) or not 0 <= p <= 1:
         raise OpError(f"dropout: p={p!r} (x shape {getattr(x, 'shape', None)}); expected a probability in [0, 1]")
     if rng is not None and not isinstance(rng, numpy.random.Generator):
         raise OpError(

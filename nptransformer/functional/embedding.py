@@ -51,7 +51,7 @@ class Embedding(Function):
     @staticmethod
     def forward(ctx, ids, weight, padding_idx=None):
         _check_embedding(ids, weight, padding_idx)
-        xp = get_array_module(ids, weight)
+        xp = get_array_module(weight)  # Function.apply has checked that ids share its device
         ctx.save_for_backward(ids)
         ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
         ctx.padding_idx = None if padding_idx is None else padding_idx % weight.shape[0]

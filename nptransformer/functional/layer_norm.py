@@ -50,10 +50,13 @@ class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):  # x: (..., C); weight, bias: (C,) or None
         _check_layer_norm(x, weight, bias, eps)
-        xp = get_array_module(x, weight, bias)
-        mean = x.mean(axis=-1, keepdims=True)  # μ, (..., 1)
+        xp = get_array_module(x)  # Function.apply has checked that weight and bias share x's device
+        channels = x.shape[-1]
+        mean = x.sum(axis=-1, keepdims=True)  # sums, not x.mean: NumPy's mean adds a Python layer per call
+        mean /= channels  # μ, (..., 1)
         xhat = x - mean  # x - μ, (..., C)
-        var = (xhat * xhat).mean(axis=-1, keepdims=True)  # v, the biased variance, (..., 1)
+        var = (xhat * xhat).sum(axis=-1, keepdims=True)
+        var /= channels  # v, the biased variance, (..., 1)
         rstd = 1 / xp.sqrt(var + eps)  # 1/σ with σ = sqrt(v + eps), (..., 1)
         xhat *= rstd  # x̂ = (x - μ)/σ, in place: x - μ is not needed again
         # Saved: x, which the graph keeps alive anyway, and two numbers per row; not x̂, which

@@ -493,17 +493,20 @@ class Transpose(Function):
 
     @staticmethod
     def forward(ctx, x, axes):
-        if axes is None:
-            axes = tuple(reversed(range(x.ndim)))
-        if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-            raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the {x.ndim} axes of shape {x.shape}")
-        axes = [a % x.ndim for a in axes]
-        ctx.inverse = tuple(sorted(range(x.ndim), key=axes.__getitem__))  # argsort, without NumPy's overhead
-        return x.transpose(axes)
+        try:
+            out = x.transpose(axes)  # axes None reverses them
+        except ValueError:  # NumPy's AxisError is a ValueError too
+            raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the {x.ndim} axes of shape {x.shape}") from None
+        ctx.axes = axes
+        return out
 
     @staticmethod
     def backward(ctx, dout):
-        return dout.transpose(ctx.inverse)
+        ndim = dout.ndim
+        if ctx.axes is None:
+            return dout.transpose()  # reversing the axes is its own inverse
+        axes = [a % ndim for a in ctx.axes]
+        return dout.transpose(sorted(range(ndim), key=axes.__getitem__))  # the inverse permutation (argsort)
 
 
 class BroadcastTo(Function):

@@ -21,7 +21,7 @@ def _check_axis(op, x, axis):
     """``axis`` must name one non-empty axis of the floating-point array ``x``."""
     if not _is_float(x.dtype):
         raise OpError(f"{op}: expects floating-point input, got dtype {x.dtype} (shape {x.shape})")
-    if not isinstance(axis, numbers.Integral) or not -x.ndim <= axis < x.ndim:
+    if not isinstance(axis, (int, numbers.Integral)) or not -x.ndim <= axis < x.ndim:  # int first: ABC checks are slow
         raise ShapeError(
             f"{op}: axis {axis!r} does not name an axis of the input of shape {x.shape}; "
             f"expected an int in [{-x.ndim}, {x.ndim})"

@@ -28,7 +28,10 @@ class KVCache:
     ``keys``, ``values``: arrays (B, H, S, D), None while empty. ``padding``: boolean (B, S), True
     marks a padding key; None while no cached key is padding.
 
-    * ``static=False`` (self-attention): each ``update`` appends the new positions.
+    * ``static=False`` (self-attention): each ``update`` appends the new positions. They are
+      written in place into buffers with room to spare, which double in length when full, so a
+      step copies only its own keys and values, not the S cached ones (``keys`` and ``values``
+      are views of the filled part).
     * ``static=True`` (cross-attention): the first ``update`` stores the keys and values of the
       encoder's memory; later calls reuse them and do not project the memory again.
 
@@ -39,21 +42,31 @@ class KVCache:
 
     def __init__(self, static=False):
         self.static = static
-        self.keys = self.values = self.padding = None
+        self.padding = None
+        self._keys = self._values = None  # buffers (B, H, capacity, D); positions [0, _length) are filled
+        self._length = 0
+
+    @property
+    def keys(self):
+        return None if self._keys is None else self._keys[:, :, : self._length]
+
+    @property
+    def values(self):
+        return None if self._values is None else self._values[:, :, : self._length]
 
     def __len__(self):
         """The number of cached positions S."""
-        return 0 if self.keys is None else self.keys.shape[2]
+        return self._length
 
     def __repr__(self):
-        shape = None if self.keys is None else tuple(self.keys.shape)
+        shape = None if self._keys is None else tuple(self.keys.shape)
         return f"KVCache(static={self.static}, keys={shape})"
 
     def update(self, k, v, key_padding_mask=None):
         """Append keys and values (B, H, T, D) of T new positions and ``key_padding_mask`` (B, T)
         of those positions (boolean, True = padding; None = no padding); return the cached
         (keys, values, padding) of every position, the new ones included."""
-        if self.static and self.keys is not None:
+        if self.static and self._keys is not None:
             raise ModuleError("KVCache: a static (cross-attention) cache is filled once; it was already filled")
         xp = get_array_module(k, v)
         B, T = k.shape[0], k.shape[2]
@@ -64,32 +77,48 @@ class KVCache:
                     f"KVCache: the key_padding_mask of the new positions must be boolean ({B}, {T}), got "
                     f"dtype {key_padding_mask.dtype} and shape {tuple(key_padding_mask.shape)}"
                 )
-        if self.keys is None:
-            self.keys, self.values, self.padding = k, v, key_padding_mask
-            return self.keys, self.values, self.padding
-        if self.keys.shape[0] != B or self.keys.shape[1::2] != k.shape[1::2]:
+        if self._keys is None:  # the first positions: kept as they are, until more arrive
+            self._keys, self._values, self.padding, self._length = k, v, key_padding_mask, T
+            return k, v, key_padding_mask
+        S = self._length
+        if self._keys.shape[0] != B or self._keys.shape[1::2] != k.shape[1::2]:
             raise ModuleError(
                 f"KVCache: new keys of shape {tuple(k.shape)} do not extend cached keys of shape "
                 f"{tuple(self.keys.shape)}; expected (B, H, T, D) with the cache's B, H and D"
             )
         if self.padding is not None or key_padding_mask is not None:
-            S = self.keys.shape[2]
             past = xp.zeros((B, S), dtype=bool) if self.padding is None else self.padding
             new = xp.zeros((B, T), dtype=bool) if key_padding_mask is None else key_padding_mask
             self.padding = xp.concatenate([past, new], axis=1)  # (B, S) + (B, T) -> (B, S + T)
-        self.keys = xp.concatenate([self.keys, k], axis=2)  # (B, H, S, D) + (B, H, T, D) -> (B, H, S + T, D)
-        self.values = xp.concatenate([self.values, v], axis=2)
+        if S + T > self._keys.shape[2]:
+            self._grow(S + T, xp)
+        self._keys[:, :, S : S + T] = k  # (B, H, T, D) into positions S .. S + T - 1
+        self._values[:, :, S : S + T] = v
+        self._length = S + T
         return self.keys, self.values, self.padding
+
+    def _grow(self, length, xp):
+        """Move the cached positions into new buffers of twice the capacity (at least ``length``):
+        over n steps the buffers grow about log2(n) times, each copying what is cached."""
+        capacity = max(2 * self._keys.shape[2], length)
+        S = self._length
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            B, H, _, D = old.shape
+            buffer = xp.empty((B, H, capacity, D), dtype=old.dtype)  # (B, H, capacity, D)
+            buffer[:, :, :S] = old[:, :, :S]
+            setattr(self, name, buffer)
 
     def select(self, rows):
         """A new cache holding batch rows ``rows`` of this one, in that order (a row may repeat):
         how beam search follows each surviving hypothesis back to its parent."""
         cache = KVCache(static=self.static)
-        if self.keys is not None:
-            xp = get_array_module(self.keys)
+        if self._keys is not None:
+            xp = get_array_module(self._keys)
             rows = xp.asarray(rows)
-            cache.keys = xp.take(self.keys, rows, axis=0)  # (B, H, S, D) -> (len(rows), H, S, D)
-            cache.values = xp.take(self.values, rows, axis=0)
+            cache._keys = xp.take(self.keys, rows, axis=0)  # (B, H, S, D) -> (len(rows), H, S, D)
+            cache._values = xp.take(self.values, rows, axis=0)
+            cache._length = self._length
             if self.padding is not None:
                 cache.padding = xp.take(self.padding, rows, axis=0)
         return cache
@@ -182,6 +211,11 @@ class MultiheadAttention(Module):
                 f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
             )
 
+    def _split_heads(self, x):
+        """(B, T, E) -> (B, H, T, D): a Tensor, or an array on its way into a KV cache."""
+        B, T, _ = x.shape
+        return x.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
     def merge_masks(self, attn_mask, key_padding_mask, is_causal, B, T, S, xp, causal_offset=0):
         """One mask in the convention of F.scaled_dot_product_attention (True = may attend, or a
         float added to the scores), broadcastable to (B, H, T, S); None when nothing is masked.
@@ -239,10 +273,10 @@ class MultiheadAttention(Module):
             key = query if key is None else key
             value = key if value is None else value
         self._check_inputs(query, key, value)
-        (B, T, E), H, D = query.shape, self.num_heads, self.head_dim
+        B, T, E = query.shape
         xp = get_array_module(query.data)
 
-        q = self.q_proj(query).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, T, E) -> (B, H, T, D)
+        q = self._split_heads(self.q_proj(query))  # (B, T, E) -> (B, H, T, D)
         if cached_cross:
             if cache.keys.shape[0] != B:
                 raise ModuleError(
@@ -250,13 +284,13 @@ class MultiheadAttention(Module):
                     f"got a query of shape {tuple(query.shape)}"
                 )
             k, v, key_padding_mask = Tensor(cache.keys), Tensor(cache.values), cache.padding
+        elif cache is not None:  # no gradient flows into a cache: the new keys and values go in as arrays
+            keys, values, key_padding_mask = cache.update(
+                self._split_heads(self.k_proj(key).data), self._split_heads(self.v_proj(value).data), key_padding_mask
+            )
+            k, v = Tensor(keys), Tensor(values)  # (B, H, S_cached + S, D)
         else:
-            S = key.shape[1]
-            k = self.k_proj(key).reshape(B, S, H, D).transpose(0, 2, 1, 3)  # (B, S, E) -> (B, H, S, D)
-            v = self.v_proj(value).reshape(B, S, H, D).transpose(0, 2, 1, 3)  # (B, S, E) -> (B, H, S, D)
-            if cache is not None:
-                keys, values, key_padding_mask = cache.update(k.data, v.data, key_padding_mask)
-                k, v = Tensor(keys), Tensor(values)  # (B, H, S_cached + S, D)
+            k, v = self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value))  # (B, S, E) -> (B, H, S, D)
         S = k.shape[2]
 
         causal_offset = 0

@@ -114,6 +114,31 @@ def test_cached_attention_with_chunks_masks_and_reordering():
     assert cache.padding.tolist() == pad[rows].tolist() and len(cache) == 7
 
 
+def test_kv_cache_appends_in_place_and_grows_by_doubling():
+    """Appended keys land in buffers with room to spare (doubled when full): keys and values stay
+    the concatenation of every update, arrays returned earlier keep their values, select copies."""
+    rng = np.random.default_rng(4)
+    cache, chunks, capacities, returned = KVCache(), [], [], []
+    for t in (3, 1, 1, 1, 2, 1, 5, 1):
+        k = rng.standard_normal((2, 4, t, 8))
+        chunks.append(k)
+        keys, values, padding = cache.update(k, -k)
+        returned.append((keys, keys.copy()))
+        capacities.append(cache._keys.shape[2])
+    expected = np.concatenate(chunks, axis=2)
+    np.testing.assert_array_equal(cache.keys, expected)
+    np.testing.assert_array_equal(cache.values, -expected)
+    assert len(cache) == 15 and padding is None
+    assert capacities == [3, 6, 6, 6, 12, 12, 24, 24]  # the first chunk as given, then doubling
+    for view, snapshot in returned:
+        np.testing.assert_array_equal(view, snapshot)  # later writes go past what an earlier call returned
+    picked = cache.select([1, 1])
+    np.testing.assert_array_equal(picked.keys, expected[[1, 1]])
+    picked.update(np.zeros((2, 4, 1, 8)), np.zeros((2, 4, 1, 8)))
+    np.testing.assert_array_equal(cache.keys, expected)  # the original cache is untouched
+    assert len(picked) == 16 and len(cache) == 15
+
+
 def call_sequence():
     """Scorer calls as a beam search makes them: each prefix extends one of the previous call,
     reordered, repeated and dropped; then a call that extends nothing (a new search)."""

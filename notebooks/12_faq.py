@@ -558,11 +558,8 @@ plt.show()
 def evaluate(model, examples):
     """(mean cross-entropy, accuracy) on `examples`, in eval mode, without gradients."""
     labels = np.array([y for _, y in examples])
-    training = model.training
-    with no_grad():
-        model.eval()
+    with no_grad(), nn.eval_mode(model):
         logits = logits_of(FAMILY, model, [s for s, _ in examples], SENTIMENT)  # (N, 2)
-    model.train(training)
     return F.cross_entropy(logits, labels).item(), float(np.mean(logits.numpy().argmax(axis=-1) == labels))
 
 

@@ -89,7 +89,7 @@ from .decoding.generate import Seq2SeqScorer
 from .early_stopping import EarlyStopping
 from .decoding.search import sample
 from .nn import GPT, MultiheadAttention, Seq2SeqTransformer, manual_seed
-from .nn.module import ModuleError
+from .nn.module import ModuleError, eval_mode
 from .optim import Adam, NoamSchedule, clip_grad_norm_
 from .plotting import save_attention_heatmap, save_loss_curve
 from .serialization import CheckpointError
@@ -268,7 +268,7 @@ class Seq2SeqTask:
         """Validation loss (teacher forcing) and exact match of the first ``n`` held-out pairs."""
         pairs = self.heldout[:n]
         total, count = 0.0, 0
-        with no_grad(), _eval_mode(model):
+        with no_grad(), eval_mode(model):
             for start in range(0, len(pairs), 250):
                 batch = self._encode(pairs[start : start + 250])
                 total += float(self.loss(model, batch, device, reduction="sum").item())
@@ -285,7 +285,7 @@ class Seq2SeqTask:
         out = self.tokenizer.encode(prediction)
         tgt_in = np.array([[BOS_ID, *out]])  # the decoder reads BOS y1 .. yn and writes y1 .. yn EOS
         mha = model.transformer.decoder.layers[-1].multihead_attn
-        with no_grad(), _eval_mode(model), _recording_weights(mha) as record:
+        with no_grad(), eval_mode(model), _recording_weights(mha) as record:
             model(to_device(src, model.device), to_device(tgt_in, model.device))
         return record[-1][0]  # (1, H, T, S) -> (H, T, S)
 
@@ -344,7 +344,7 @@ class LanguageModelTask:
         """Validation loss and perplexity (per token) on 32 fixed windows of the held-out text
         (``n`` and ``beam_size`` are for the translation tasks)."""
         batch = next(lm_batches(self.val_ids, 32, self.config.context, seed=HELDOUT_SEED, num_batches=1))
-        with no_grad(), _eval_mode(model):
+        with no_grad(), eval_mode(model):
             val_loss = float(self.loss(model, batch, device).item())
         return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 700.0)), "exact_match": None}
 
@@ -369,17 +369,6 @@ def build_model(spec: dict):
     if kind == "gpt":
         return GPT(**spec)
     raise ModuleError(f"unknown model kind {kind!r}; expected 'seq2seq' or 'gpt'")
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Eval mode inside (dropout off); training mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager

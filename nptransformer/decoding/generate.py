@@ -19,7 +19,6 @@ log-probabilities (the tests hold them within 1e-6):
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module, to_device
+from ..nn.module import eval_mode
 from .search import beam_search, beam_search_batch, greedy_search, sample
 
 
@@ -126,18 +126,6 @@ def _never_eos(log_prob_fn):
     return scorer
 
 
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Eval mode (dropout off) inside; every module's own training flag restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            object.__setattr__(m, "training", training)
-
-
 def _int(fn, name, value, low, high=None):
     """``value`` as an int in [low, high), or a ValueError naming ``fn``."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
@@ -196,7 +184,7 @@ def generate_gpt(model, prompt_ids, max_new_tokens, *, eos_id=None, do_sample=Fa
     if eos_id is None:
         scorer, eos_id = _never_eos(scorer), model.vocab_size
     bos_id = 0  # a placeholder: the scorer puts the prompt in its place
-    with _eval_mode(model):
+    with eval_mode(model):
         if do_sample:
             return sample(scorer, bos_id, eos_id, max_new_tokens, temperature, top_k, top_p, seed)
         if all(v == default for v, default in search.values()):
@@ -222,7 +210,7 @@ def generate_seq2seq(model, src_ids, bos_id, eos_id, max_len, *, beam_size=1, le
             f"{fn}: max_len={max_len} tokens need {max_len} decoder positions (BOS and all but the last "
             f"token), but the model has max_len={model.max_len}"
         )
-    with _eval_mode(model):
+    with eval_mode(model):
         scorer = Seq2SeqScorer(model, src, use_cache)
         results = beam_search_batch(scorer, src.shape[0], bos_id, eos_id, beam_size, max_len, length_penalty,
                                     length_penalty_style, repetition_penalty, no_repeat_ngram_size)

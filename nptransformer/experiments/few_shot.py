@@ -36,7 +36,7 @@ from ..data import (
     review_corpus,
     sentiment_examples,
 )
-from ..decoding.generate import _eval_mode
+from ..nn import eval_mode
 from .transfer import pretrain
 
 FEW_SHOT_DEFAULTS = {
@@ -80,7 +80,7 @@ def few_shot_scores(gpt, tokenizer, prompts, batch_size=250) -> dict:
     * ``label_mass``: the mean probability of the prompt's two label words together, how sure
       the model is that one of them comes next (whichever it prefers)."""
     right, mass = [], []
-    with no_grad(), _eval_mode(gpt):
+    with no_grad(), eval_mode(gpt):
         for start in range(0, len(prompts), batch_size):
             part = prompts[start:start + batch_size]
             ids = [[BOS_ID, *tokenizer.encode(" ".join(p))] for p, _, _ in part]

@@ -19,9 +19,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import no_grad
 from ..data import AMBIGUOUS_NAMES, NER_TAGS, WordTokenizer, entity_scores, ner_examples, ner_vocabulary, pad_batch
-from ..decoding.generate import _eval_mode
 from ..lm.neural import IGNORE_INDEX
-from ..nn import BertForTokenClassification, manual_seed
+from ..nn import BertForTokenClassification, eval_mode, manual_seed
 from .transfer import METHODS, bert_inputs, copy_of, fine_tune, new_body, pretrain
 
 NER_DEFAULTS = {
@@ -53,7 +52,7 @@ def ner_loss(tokenizer):
 def predict_tags(model, sentences, tokenizer, batch_size=500) -> list[list[str]]:
     """The most likely tag of every word of every sentence (eval mode, no gradients)."""
     out = []
-    with no_grad(), _eval_mode(model):
+    with no_grad(), eval_mode(model):
         for start in range(0, len(sentences), batch_size):
             part = sentences[start:start + batch_size]
             best = model(bert_inputs(part, tokenizer)).numpy().argmax(axis=-1)  # (B, T)

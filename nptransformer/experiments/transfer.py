@@ -42,9 +42,8 @@ from ..data import (
     sentiment_examples,
     sentiment_vocabulary,
 )
-from ..decoding.generate import _eval_mode
 from ..lm.neural import IGNORE_INDEX
-from ..nn import BERT, GPT, BertForMaskedLM, BertForSequenceClassification, Dropout, Linear, Module, manual_seed
+from ..nn import BERT, GPT, BertForMaskedLM, BertForSequenceClassification, Dropout, Linear, Module, eval_mode, manual_seed
 from .loop import fit, step_rng
 
 METHODS = ("frozen", "full", "scratch")
@@ -173,7 +172,7 @@ def rating_accuracy(family: str, lm, examples, tokenizer) -> float:
     ``<bos> review .``, the BERT's logits at ``<mask>`` in ``<cls> review . <mask> <sep>``."""
     one, five = (tokenizer.token_to_id(w) for w in RATING_WORDS)
     sentences = [s for s, _ in examples]
-    with no_grad(), _eval_mode(lm):
+    with no_grad(), eval_mode(lm):
         if family == "gpt":
             ids, lengths = gpt_inputs(sentences, tokenizer)
             where = lengths - 1
@@ -232,7 +231,7 @@ def accuracy(family, model, examples, tokenizer, batch_size=500) -> dict:
     label depends on the order of the clauses (None when ``examples`` holds none). Eval mode, no
     gradients."""
     correct = []
-    with no_grad(), _eval_mode(model):
+    with no_grad(), eval_mode(model):
         for start in range(0, len(examples), batch_size):
             part = examples[start:start + batch_size]
             predicted = logits_of(family, model, [s for s, _ in part], tokenizer).numpy().argmax(axis=-1)

@@ -33,9 +33,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..data import pad_batch
-from ..decoding.generate import _eval_mode
 from ..nn import Embedding, Linear, Module
-from ..nn.module import ModuleError
+from ..nn.module import ModuleError, eval_mode
 from .ngram import BOS, EOS, UNK
 
 IGNORE_INDEX = -100  # targets at padded positions: F.cross_entropy skips them
@@ -167,7 +166,7 @@ class NeuralNGramLM(_SentenceScores, Module):
         sentences = [list(s) for s in sentences]
         contexts, targets = self.windows(sentences)
         nll = np.zeros(len(targets))
-        with no_grad(), _eval_mode(self):
+        with no_grad(), eval_mode(self):
             for start in range(0, len(targets), batch_size):
                 part = slice(start, start + batch_size)
                 losses = F.cross_entropy(self(contexts[part]), targets[part], reduction="none")
@@ -181,7 +180,7 @@ class NeuralNGramLM(_SentenceScores, Module):
         v, k = self.vocab, self.n - 1
         ids = [v.bos_id if w == BOS else v.index.get(w, v.unk_id) for w in list(context)[-k:]]
         ids = [v.bos_id] * (k - len(ids)) + ids
-        with no_grad(), _eval_mode(self):
+        with no_grad(), eval_mode(self):
             logits = self(np.array([ids], dtype=np.int64)).numpy()[0].astype(np.float64)
         p = np.exp(logits - logits.max())
         return p / p.sum()
@@ -233,7 +232,7 @@ class CausalSentenceLM(_SentenceScores):
         sentences = [list(s) for s in sentences]
         order = np.argsort([len(s) for s in sentences], kind="stable")
         out = np.zeros(len(sentences))
-        with no_grad(), _eval_mode(self.model):
+        with no_grad(), eval_mode(self.model):
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 losses = self.token_losses(*self.batch([sentences[i] for i in rows]))

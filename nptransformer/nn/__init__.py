@@ -19,7 +19,7 @@ from .models import (
     GPTBlock,
     Seq2SeqTransformer,
 )
-from .module import Module, ModuleError, ModuleList, Parameter, Sequential, manual_seed
+from .module import Module, ModuleError, ModuleList, Parameter, Sequential, eval_mode, manual_seed
 from .transformer import (
     Transformer,
     TransformerDecoder,

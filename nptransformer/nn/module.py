@@ -7,6 +7,7 @@ no ``__getattr__`` magic: a typo in an attribute name raises AttributeError.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy
@@ -266,6 +267,19 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+@contextlib.contextmanager
+def eval_mode(model: Module):
+    """Eval mode (dropout off) inside the ``with`` block; every submodule's own training flag is
+    restored after, so a model that was partly in eval mode comes back as it was."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in flags:
+            object.__setattr__(m, "training", training)
 
 
 class ModuleList(Module):

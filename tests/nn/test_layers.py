@@ -150,3 +150,16 @@ def test_attention_dropout_is_reproducible_from_the_seed():
     np.testing.assert_array_equal(a, b)
     copies = nn.TransformerEncoder(layer, 2).layers
     assert copies[0].self_attn.rng is not copies[1].self_attn.rng
+
+
+def test_eval_mode_turns_dropout_off_inside_and_restores_every_flag_after():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Dropout(0.5))
+    model[2].eval()  # partly in eval mode already
+    x = np.ones((3, 4), dtype=np.float32)
+    with nn.eval_mode(model) as inside:
+        assert inside is model and not any(m.training for m in model.modules())
+        np.testing.assert_array_equal(model(x).data, model[0](x).data)
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+    with pytest.raises(RuntimeError), nn.eval_mode(model):
+        raise RuntimeError("an error inside")
+    assert [m.training for m in model.modules()] == [True, True, True, False]

@@ -22,7 +22,8 @@
 # ## What you will learn
 #
 # - How every operation on a `Tensor` records itself, so that the forward pass leaves behind a
-#   **computation graph**, and how to draw that graph.
+#   **computation graph** of op nodes, and how to draw that graph.
+# - Why the graph holds nodes and the arrays each backward needs, not every tensor: memory.
 # - Why the backward pass needs a **topological order**, and how the engine finds one.
 # - **Backward** as the chain rule applied once per node, from the loss back to the leaves,
 #   with gradients **adding up** where a tensor is used twice.
@@ -32,13 +33,14 @@
 
 # %%
 import inspect
+import weakref
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import nptransformer as nt
 from nptransformer import Function, Tensor, gradcheck
-from nptransformer.autograd import _topological_order
+from nptransformer.autograd import topological_order
 from nptransformer.exercises import check
 from nptransformer.functional import primitives
 
@@ -47,9 +49,12 @@ from nptransformer.functional import primitives
 #
 # A small function: a neuron $y = \tanh(w \cdot x + b)$ and a squared error against the target 1,
 # $L = (y - 1)^2$. Each operation returns a new `Tensor`; when an input requires a gradient, the
-# result also remembers *how it was made*: `t._ctx.fn` is the op (a `Function` class) and
-# `t._ctx.inputs` the tensors it was made from. (We use float64 arrays here; a float64 array keeps
-# its dtype, which is what gradcheck will want later.)
+# result also remembers *how it was made*: `t.grad_fn` is its **node** in the graph (a `Context`).
+# The node knows the op (`grad_fn.fn`, a `Function` class) and where each input came from
+# (`grad_fn.inputs`): a leaf tensor such as `x` is its own node, a tensor made by an op is
+# represented by that op's node, and an argument that needs no gradient (the exponent 2, the
+# constant 1) is `None`. PyTorch calls the same links `grad_fn.next_functions`. (We use float64
+# arrays here; a float64 array keeps its dtype, which is what gradcheck will want later.)
 
 # %%
 x = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
@@ -61,61 +66,65 @@ y = s.tanh()
 loss = (y - 1.0) ** 2
 
 print("loss =", loss.item())
-print("loss was made by", loss._ctx.fn.__name__, "from", loss._ctx.inputs)
-print("y    was made by", y._ctx.fn.__name__, "from a tensor of shape", y._ctx.inputs[0].shape)
+print("loss.grad_fn =", loss.grad_fn, "| its inputs:", loss.grad_fn.inputs)
+print("y.grad_fn    =", y.grad_fn, "| its inputs:", y.grad_fn.inputs)
+print("the sum's inputs:", s.grad_fn.inputs[0].inputs[0].inputs, "(x and w themselves)")
 print("x is a leaf:", x.is_leaf, "| loss is a leaf:", loss.is_leaf)
 
 # %% [markdown]
-# Following `_ctx.inputs` from the loss backwards reaches every tensor that contributed to it.
-# Drawing them shows the graph that §3.3.1 talks about: boxes are tensors, circles are the ops
-# that made them, arrows point the way the forward pass ran. (A Python number such as the `1.0`
-# becomes a constant array, not a tensor: it has no box and gets no gradient.)
+# Following `grad_fn.inputs` from the loss backwards reaches every node that contributed to it.
+# Drawing them shows the graph that §3.3.1 talks about: circles are the ops, boxes the leaves,
+# arrows point the way the forward pass ran; the tensors in between are the arrows. (A Python
+# number such as the `1.0` becomes a constant array, not a node: it gets no gradient.)
 
 
 # %%
 def draw_graph(root, names):
-    """Tensors as boxes and ops as circles, found by walking `_ctx.inputs` back from `root`."""
-    order = _topological_order(root)  # every tensor that needs a gradient, outputs first
-    depth = {id(root): 0}  # columns counted back from the output
-    for t in order:
-        for p in (t._ctx.inputs if t._ctx else ()):
-            if p is not None and p.requires_grad:
-                depth[id(p)] = max(depth.get(id(p), 0), depth[id(t)] + 1)
+    """Op nodes as circles and leaves as boxes, found by walking `grad_fn.inputs` back from `root`.
+
+    ``names`` labels nodes: a leaf by its name, an op node by the tensor it made.
+    """
+    order = topological_order(root)  # every node, outputs first
+    inputs = {n: () if isinstance(n, Tensor) else n.inputs for n in order}
+    depth = {order[0]: 0}  # columns counted back from the output
+    for node in order:
+        for p in inputs[node]:
+            if p is not None:
+                depth[p] = max(depth.get(p, 0), depth[node] + 1)
     rows, pos = {}, {}
-    for t in order:
-        col = depth[id(t)]
-        pos[id(t)] = (-3.0 * col, -rows.get(col, 0))
+    for node in order:
+        col = depth[node]
+        pos[node] = (-2.2 * col, -1.3 * rows.get(col, 0))
         rows[col] = rows.get(col, 0) + 1
-    fig, ax = plt.subplots(figsize=(2.4 * (max(depth.values()) + 1), 1.2 * max(rows.values()) + 1.2))
-    for t in order:
-        tx, ty = pos[id(t)]
-        label = names.get(id(t), f"shape {t.shape}")
-        value = f"\n{t.item():.3f}" if t.size == 1 else ""
-        ax.text(tx, ty, label + value, ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round", fc="lightyellow" if t.is_leaf else "white", ec="gray"))
-        if t._ctx is None:
+    fig, ax = plt.subplots(figsize=(1.9 * (max(depth.values()) + 1), 1.3 * max(rows.values()) + 1.2))
+    for node in order:
+        nx, ny = pos[node]
+        if isinstance(node, Tensor):
+            ax.text(nx, ny, names.get(node, f"shape {node.shape}"), ha="center", va="center", fontsize=9,
+                    bbox=dict(boxstyle="round", fc="lightyellow", ec="gray"))
             continue
-        ox = tx - 1.5  # the op that made t sits between it and its inputs
-        ax.text(ox, ty, t._ctx.fn.op_name(), ha="center", va="center", fontsize=8,
+        ax.text(nx, ny, node.fn.op_name(), ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="circle", fc="lightblue", ec="steelblue"))
-        ax.annotate("", (tx - 0.45, ty), (ox + 0.3, ty), arrowprops=dict(arrowstyle="->"))
+        if node in names:
+            ax.text(nx, ny - 0.5, names[node], ha="center", va="top", fontsize=8)
         drawn = []
-        for p in t._ctx.inputs:
-            if p is None or id(p) not in pos:
+        for p in inputs[node]:
+            if p is None:
                 continue
-            far = depth[id(p)] - depth[id(t)] > 1  # skips a column: bend around what is in between
-            rad = 0.4 * far + 0.9 * drawn.count(id(p))  # a second use of the same tensor: another arc
-            drawn.append(id(p))
-            ax.annotate("", (ox - 0.3, ty), (pos[id(p)][0] + 0.45, pos[id(p)][1]),
+            far = depth[p] - depth[node] > 1  # skips a column: bend around what is in between
+            rad = 0.4 * far + 0.9 * drawn.count(p)  # a second use of the same input: another arc
+            drawn.append(p)
+            ax.annotate("", (nx - 0.35, ny), (pos[p][0] + 0.4, pos[p][1]),
                         arrowprops=dict(arrowstyle="->", color="gray", connectionstyle=f"arc3,rad={-rad}"))
     xs, ys = zip(*pos.values())
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
-    ax.set_ylim(min(ys) - 0.8, 0.8)
+    ax.set_ylim(min(ys) - 0.9, 0.8)
     ax.axis("off")
     plt.show()
 
 
-names = {id(x): "x", id(w): "w", id(b): "b", id(s): "s = w·x + b", id(y): "y = tanh(s)", id(loss): "L"}
+names = {x: "x", w: "w", b: "b", s.grad_fn: f"s = {s.item():.3f}", y.grad_fn: f"y = {y.item():.3f}",
+         loss.grad_fn: f"L = {loss.item():.3f}"}
 draw_graph(loss, names)
 
 # %% [markdown]
@@ -125,34 +134,35 @@ draw_graph(loss, names)
 # `dout`) its `backward` returns $\partial L / \partial\,\text{input}$ for each input. The chain
 # rule says that is all we need, as long as a node's `backward` runs only **after** every use of
 # its output has sent back its contribution. An order with that property is a **topological
-# order** of the graph: every tensor comes after all the tensors it feeds. The engine finds one
+# order** of the graph: every node comes after all the nodes it feeds. The engine finds one
 # with an iterative depth-first search (iterative, so a graph 100,000 ops deep does not hit
 # Python's recursion limit). Here is its code:
 
 # %%
-print(inspect.getsource(_topological_order))
+print(inspect.getsource(topological_order))
 
 # %% [markdown]
-# Now we do by hand what `loss.backward()` does: seed $\partial L/\partial L = 1$, walk the order,
-# call each op's `backward` with the gradient its output has collected, and **add** what it returns
-# into each input's gradient.
+# Now we do by hand what `loss.backward()` does: seed $\partial L/\partial L = 1$ at the loss's
+# node, walk the order, call each op's `backward` (which takes the node itself as its `ctx`) with
+# the gradient its output has collected, and **add** what it returns into each input node's
+# gradient. The gradients are kept per node, in a dictionary.
 
 # %%
-grads = {id(loss): np.ones_like(loss.data)}
-for t in _topological_order(loss):
-    if t._ctx is None:
+grads = {loss.grad_fn: np.ones_like(loss.data)}
+for node in topological_order(loss):
+    if isinstance(node, Tensor):
         continue  # a leaf: its gradient is complete
-    in_grads = t._ctx.fn.backward(t._ctx, grads[id(t)])
+    in_grads = node.fn.backward(node, grads[node])
     in_grads = in_grads if isinstance(in_grads, tuple) else (in_grads,)
-    for p, g in zip(t._ctx.inputs, in_grads):
-        if p is not None and p.requires_grad:
-            grads[id(p)] = grads.get(id(p), 0) + g
+    for p, g in zip(node.inputs, in_grads):
+        if p is not None:
+            grads[p] = grads.get(p, 0) + g
     shown = ", ".join("None" if g is None else np.array2string(np.asarray(g), precision=4) for g in in_grads)
-    print(f"{t._ctx.fn.op_name():>4}.backward(dout={np.array2string(grads[id(t)], precision=4)}) -> {shown}")
+    print(f"{node.fn.op_name():>4}.backward(dout={np.array2string(grads[node], precision=4)}) -> {shown}")
 
 loss.backward()  # the engine's walk: the same order and the same calls
 for name, leaf in (("x", x), ("w", w), ("b", b)):
-    print(f"dL/d{name}: by hand {np.round(grads[id(leaf)], 6)}, engine {np.round(leaf.grad, 6)}")
+    print(f"dL/d{name}: by hand {np.round(grads[leaf], 6)}, engine {np.round(leaf.grad, 6)}")
 
 # %% [markdown]
 # And by pencil: $\partial L/\partial y = 2(y - 1)$, $\partial y/\partial s = 1 - y^2$, and
@@ -172,8 +182,7 @@ print("formula:", 2 * (yv - 1) * (1 - yv**2) * x.data)
 # %%
 a = Tensor(np.array([3.0]), requires_grad=True)
 f = a * a + a
-names = {id(a): "a", id(f): "f"}
-draw_graph(f, names)
+draw_graph(f, {a: "a", f.grad_fn: "f"})
 f.backward()
 print("df/da =", a.grad, " (2a + 1 =", 2 * a.data + 1, ")")
 
@@ -212,6 +221,46 @@ class Softplus(Function):
 t = Tensor(np.linspace(-3, 3, 7), requires_grad=True)
 Softplus.apply(t).sum().backward()
 print("softplus'(x) =", np.round(t.grad, 4))
+
+# %% [markdown]
+# ## What the graph keeps, and what it lets go
+#
+# A node holds what its backward needs: the arrays its forward saved (`grad_fn.saved`), a few
+# numbers, and its links to other nodes. It does **not** hold the tensors that flowed between the
+# ops. So an intermediate tensor whose array no backward needs is freed as soon as the Python code
+# lets go of it, long before `backward()`. Addition saves nothing (its local derivatives are 1);
+# multiplication saves both factors (each is the other's derivative). A weak reference watches an
+# array without keeping it alive:
+
+# %%
+def state(ref):
+    return "alive" if ref() is not None else "freed"
+
+
+big = Tensor(np.random.default_rng(0).standard_normal(1_000_000), requires_grad=True)  # 8 MB
+u = big * 2.0
+u_array = weakref.ref(u.data)
+v = u + 1.0
+del u
+print(f"u only added:         its 8 MB array is {state(u_array)}")
+u = big * 2.0
+u_array = weakref.ref(u.data)
+v = u * u
+del u
+print(f"u multiplied:         its array is {state(u_array)}, held by v.grad_fn.saved: "
+      f"{any(a is u_array() for a in v.grad_fn.saved)}")
+v.sum().backward()
+print(f"after v's backward(): its array is {state(u_array)} (the walk released each node after its backward)")
+print("v.grad_fn is now", v.grad_fn)
+
+# %% [markdown]
+# This is where a training step's memory goes: the arrays the nodes saved, which the backward
+# releases node by node as it walks. In a Transformer block (notebook 07) two outputs of every
+# layer are only added to the residual stream, the attention's output projection and the second
+# feed-forward layer; a graph that kept every tensor would hold them until the backward, and
+# `docs/benchmarks.md` ("Peak memory") measures what letting them go saves at the benchmark's
+# largest size. `nptransformer.profile()` shows, op by op, the memory each node keeps
+# (notebook 11).
 
 # %% [markdown]
 # ## gradcheck: is the backward right?
@@ -324,7 +373,7 @@ check("tanh", tanh_backward)
 # 3. **Deep graphs.** Apply `.tanh()` 20,000 times in a row and call `backward()`. It works; why
 #    would a recursive graph walk fail here?
 # 4. **Overwrite instead of add.** In the hand-written backward loop above, replace
-#    `grads.get(id(p), 0) + g` by `g`. Which gradients change for `f = a * a + a`, and what does
+#    `grads.get(p, 0) + g` by `g`. Which gradients change for `f = a * a + a`, and what does
 #    gradcheck say?
 # 5. **Softplus from its output.** Rewrite `Softplus.backward` to use the saved output $y$
 #    instead of $x$ (hint: $\sigma(x) = 1 - e^{-y}$) and gradcheck it.

@@ -39,7 +39,7 @@ import numpy as np
 from nptransformer import Tensor, gradcheck
 from nptransformer import functional as F
 from nptransformer import nn
-from nptransformer.autograd import _topological_order
+from nptransformer.autograd import topological_order
 from nptransformer.exercises import check
 
 # %% [markdown]
@@ -150,7 +150,8 @@ composed = [Tensor(a, requires_grad=True) for a in (xv, wv, bv)]
 xt, wt, bt = composed
 centered = xt - xt.mean(axis=-1, keepdims=True)
 out_composed = centered / ((centered * centered).mean(axis=-1, keepdims=True) + 1e-5).sqrt() * wt + bt
-print("tensors in the graph: fused", len(_topological_order(out_fused)), "| composed", len(_topological_order(out_composed)))
+print("nodes in the graph (ops and leaves): fused", len(topological_order(out_fused)),
+      "| composed", len(topological_order(out_composed)))
 out_fused.backward(dy)
 out_composed.backward(dy)
 for name, a, b in zip(("dx", "dweight", "dbias"), fused, composed):

@@ -290,6 +290,7 @@ check("attention", attention_backward)
 # 5. **Memory.** The fused op keeps no $(B, H, T, S)$ array for the backward: it rebuilds the
 #    weights $P$ from $Q$, $K$ and the mask. How many bytes would one such array take in float32
 #    for $B = 8$, $H = 12$, $T = S = 2048$? How many arrays of that shape does
-#    `attention_from_primitives` keep? (Count with `nptransformer.autograd._topological_order`.)
+#    `attention_from_primitives` keep? (Walk `nptransformer.autograd.topological_order(out)` and
+#    look at the shapes in each op node's `saved`.)
 # 6. **The mask's gradient.** A floating-point mask is added to the scores and is
 #    differentiable. What is its gradient, and where have you seen it above?

@@ -335,7 +335,7 @@ plt.show()
 # machine (`docs/derivations/attention.md` measured 1.1 to 1.2× at $B = H = 8$, $T = 256$,
 # $D = 64$, against the ratios printed here). Layer norm is
 # the same story on a smaller scale: written from primitives (as in notebook 04) it is a chain of
-# ops, each with an output that the graph keeps.
+# ops, most of which keep an array of their own for the backward.
 
 # %%
 rng = np.random.default_rng(1)
@@ -401,8 +401,8 @@ print(f"training step, B=8: float32 {ms32:.1f} ms, float64 {ms64:.1f} ms ({ms64 
 # Every op call costs a fixed amount of Python and dispatch, whatever its size, and a BLAS product
 # runs faster on larger matrices. A bigger batch spreads both over more tokens, until the
 # arithmetic dominates; from there tokens per second level off (on a CPU they can even dip once
-# the activations outgrow the processor's caches). The memory of the activations the graph keeps
-# for the backward (the profiler's "out MB") grows with the batch all the way. On a GPU, with its
+# the activations outgrow the processor's caches). The memory of the arrays the graph keeps for
+# the backward (the profiler's "saved MB") grows with the batch all the way. On a GPU, with its
 # thousands of arithmetic units, the batch needed to fill the hardware is much larger.
 
 # %%
@@ -414,7 +414,7 @@ for batch_size in batches:
     throughput.append(size.tokens / (median_ms(r.train_step, repeats=3)[0] / 1e3))
     with profile(print_table=False) as block:
         r.train_step()
-    kept_mib.append(sum(s.out_bytes for s in block.stats.values()) / 2**20)
+    kept_mib.append(sum(s.saved_bytes for s in block.stats.values()) / 2**20)
     print(f"B={batch_size:>2}: {throughput[-1]:>8,.0f} tokens/s, activations kept for the backward {kept_mib[-1]:6.1f} MB")
 
 fig, ax = plt.subplots(figsize=(6.5, 3))

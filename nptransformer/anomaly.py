@@ -115,7 +115,7 @@ class _Observer:
             where = getattr(ctx, "anomaly_where", "a forward run outside detect_anomaly")
             raise AnomalyError(
                 f"detect_anomaly: the backward of op '{ctx.fn.op_name()}' {_describe('gave', *bad, grad.size)} "
-                f"in the gradient of its argument {i} (shape {tuple(inp.shape)}), {cause}; the op was "
+                f"in the gradient of its argument {i} (shape {tuple(grad.shape)}), {cause}; the op was "
                 f"called at {where}"
             )
 

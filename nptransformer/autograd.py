@@ -1,12 +1,15 @@
 """A small reverse-mode autograd: Tensor, Function, the graph walk, and no_grad.
 
-How it works, in four sentences. Every op is a ``Function`` with a ``forward`` and a
+How it works, in five sentences. Every op is a ``Function`` with a ``forward`` and a
 ``backward`` written side by side on raw arrays. ``Function.apply`` runs the forward and, when a
-gradient is wanted, records a ``Context`` on the output: which Function made it, from which
-input Tensors, and what the forward saved for the backward. ``Tensor.backward`` orders the
-recorded graph topologically (iteratively, so a chain of 100,000 ops is fine) and calls each
-backward once, from the output back to the leaves, adding up every contribution a tensor gets.
-Broadcasting is undone here, once, so no op has to undo it itself.
+gradient is wanted, records a ``Context`` as the output's ``grad_fn``: a node of the graph that
+knows which Function ran, what the forward saved for the backward, and where each input came
+from (the leaf Tensor itself, or the node of the op that made it). The graph holds nodes and
+saved arrays, not the tensors that flowed between ops, so an output that no backward needs is
+freed as soon as the Python code lets go of it. ``Tensor.backward`` orders the nodes
+topologically (iteratively, so a chain of 100,000 ops is fine) and calls each backward once, from
+the output back to the leaves, adding up every contribution a node gets; broadcasting is undone
+there, once, so no op has to undo it itself.
 
 This engine computes first-order gradients: backward passes work on plain arrays and are not
 themselves recorded, so gradients of gradients are not available.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import traceback
+import weakref
 
 import numpy
 
@@ -76,22 +80,37 @@ class no_grad(contextlib.ContextDecorator):
 
 # --------------------------------------------------------------------------- Function
 class Context:
-    """What a forward leaves for its backward.
+    """A node of the graph: what one op call leaves for its backward.
 
     ``save_for_backward(*arrays)`` keeps arrays (read back as ``ctx.saved``); other values can be
     set as plain attributes (``ctx.axis = axis``). ``ctx.needs_input_grad[i]`` tells whether
     input ``i`` wants a gradient, so a backward may skip work for inputs that do not.
+
+    When the graph is recorded, ``Function.apply`` also sets ``fn`` (the Function class),
+    ``output_shape`` and ``output_dtype`` (of the tensor this node made) and ``inputs``: one entry per
+    positional argument of the forward, the leaf Tensor itself when it is a leaf that needs a
+    gradient, the node that made it when an op made it, None otherwise. A backward releases
+    the node (``released`` becomes True and everything but ``fn`` is dropped) unless it was
+    called with ``retain_graph=True``.
     """
+
+    released = False
+    retained = None  # a weak reference to the output Tensor, set by Tensor.retain_grad()
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
 
+    def __repr__(self):
+        if self.released:
+            return f"<{self.fn.op_name()} node, released by a backward>"
+        return f"<{self.fn.op_name()} node: output {self.output_shape} {self.output_dtype}>"
 
-class _FreedGraph:
-    """Stands in for a Context whose saved arrays were released after a backward."""
 
-
-_FREED = _FreedGraph()
+def _release(node):
+    """Drop what a node keeps (saved arrays, inputs) once its backward has run."""
+    fn = node.fn
+    node.__dict__.clear()
+    node.fn, node.released = fn, True
 
 
 class Function:
@@ -168,11 +187,17 @@ class Function:
             for observer in _observers:
                 observer.forward(cls, ctx, arrays, out)
         result = Tensor._from_op(out, tracked)
-        if tracked:  # record the graph: which op made the result, from which inputs
+        if tracked:  # record the graph: which op made the result, from which nodes
             ctx.fn = cls
-            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
-            result._ctx = ctx
+            ctx.output_shape, ctx.output_dtype = out.shape, out.dtype
+            ctx.inputs = tuple(_node_of(a) if need else None for a, need in zip(args, needs))
+            result.grad_fn = ctx
         return result
+
+
+def _node_of(t):
+    """Where a tensor that needs a gradient comes from: the node that made it, or itself (a leaf)."""
+    return t if t.grad_fn is None else t.grad_fn
 
 
 def _check_one_device(arrays):
@@ -219,13 +244,16 @@ def _is_float(dtype) -> bool:
 class Tensor:
     """An array (``.data``) with an optional gradient (``.grad``) and the op that made it.
 
+    ``grad_fn`` is the graph node (a ``Context``) of the op that made this tensor, None for a
+    leaf: a tensor made by the user, or made by an op while no gradient was wanted.
+
     ``Tensor(data, requires_grad=False, dtype=None)``: an existing NumPy or CuPy array keeps its
     dtype (float64 stays float64, as gradcheck needs); Python numbers and lists become float32
     (floats) or int64 (integers). A Python scalar combined with a tensor takes the tensor's
     dtype, so ``x * 0.5`` stays float32.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "__weakref__")
     __array_ufunc__ = None  # `ndarray * Tensor` defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -236,8 +264,7 @@ class Tensor:
             )
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._ctx = None
-        self._retains_grad = False
+        self.grad_fn = None
 
     @classmethod
     def _from_op(cls, data, requires_grad):
@@ -245,8 +272,7 @@ class Tensor:
         t.data = data
         t.grad = None
         t.requires_grad = requires_grad
-        t._ctx = None
-        t._retains_grad = False
+        t.grad_fn = None
         return t
 
     # ---- array facts
@@ -274,7 +300,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._ctx is None
+        return self.grad_fn is None
 
     def __len__(self):
         return len(self.data)
@@ -310,8 +336,13 @@ class Tensor:
         return self
 
     def retain_grad(self) -> "Tensor":
-        """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep it)."""
-        self._retains_grad = True
+        """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep it).
+
+        The node remembers the tensor through a weak reference: the graph does not keep the
+        tensor alive, and a tensor nobody holds any more gets no gradient.
+        """
+        if self.grad_fn is not None:
+            self.grad_fn.retained = weakref.ref(self)
         return self
 
     def to(self, device: str) -> "Tensor":
@@ -482,33 +513,36 @@ def tensor(data, requires_grad=False, dtype=None) -> Tensor:
 
 
 # --------------------------------------------------------------------------- the graph walk
-def _topological_order(root):
-    """Tensors reachable from ``root`` that need a gradient, each after everything it feeds.
+def topological_order(root):
+    """The nodes reachable from ``root`` (a Tensor or a node), each after every node it feeds.
 
-    Iterative depth-first search (no recursion, so any depth works); returned outputs-first.
+    A node is a ``Context`` (an op call) or a leaf Tensor that needs a gradient. Iterative
+    depth-first search (no recursion, so any depth works); returned outputs-first, so walking
+    the list in order meets a node only after everything its output went into.
     """
+    if isinstance(root, Tensor):
+        root = _node_of(root)
     order = []
     visited = set()
     stack = [(root, False)]
     while stack:
-        t, expanded = stack.pop()
+        node, expanded = stack.pop()
         if expanded:
-            order.append(t)
+            order.append(node)
             continue
-        if id(t) in visited:  # marked when expanded, not when pushed: only then is the order right
+        if node in visited:  # marked when expanded, not when pushed: only then is the order right
             continue
-        visited.add(id(t))
-        stack.append((t, True))
-        ctx = t._ctx
-        if ctx is _FREED:
+        visited.add(node)
+        stack.append((node, True))
+        if isinstance(node, Tensor):  # a leaf: nothing comes before it
+            continue
+        if node.released:
             raise RuntimeError(
                 "backward: this graph was already walked and its saved arrays were released; "
                 "pass retain_graph=True to the first backward() to walk it twice"
             )
-        if ctx is None:
-            continue
-        for p in ctx.inputs:
-            if p is not None and p.requires_grad and id(p) not in visited:
+        for p in node.inputs:
+            if p is not None and p not in visited:
                 stack.append((p, False))
     order.reverse()
     return order
@@ -536,61 +570,68 @@ def _unbroadcast(grad, shape, fn):
     return grad
 
 
+def _accumulate(t, g):
+    """Add gradient ``g`` into ``t.grad`` (a copy the first time: ``g`` may be shared)."""
+    if g.dtype != t.dtype:
+        g = g.astype(t.dtype)
+    if t.grad is None:
+        t.grad = g.copy()
+    else:
+        t.grad += g
+
+
 def _run_backward(root, grad, retain_graph):
-    grads = {id(root): grad}
-    order = _topological_order(root)
+    root = _node_of(root)
+    grads = {root: grad}
+    order = topological_order(root)
     order.reverse()  # inputs first, so that pop() below takes the outputs first
     while order:
-        # Popped, not iterated: once its backward has run, a tensor is held by nothing here, so an
-        # intermediate result the caller does not hold is freed as the walk goes on, not at its end.
-        t = order.pop()
-        g = grads.pop(id(t), None)
+        # Popped, not iterated: once its backward has run, a node is held by nothing here, so its
+        # saved arrays are freed as the walk goes on, not at its end.
+        node = order.pop()
+        g = grads.pop(node, None)
         if g is None:
             continue
-        ctx = t._ctx
-        if ctx is None or t._retains_grad:
-            if g.dtype != t.dtype:
-                g = g.astype(t.dtype)
-            if t.grad is None:
-                t.grad = g.copy()  # own the buffer: g may be shared with another input's gradient
-            else:
-                t.grad += g
-            if ctx is None:
-                continue
+        if isinstance(node, Tensor):  # a leaf
+            if node.requires_grad:
+                _accumulate(node, g)
+            continue
+        if node.retained is not None:
+            t = node.retained()
+            if t is not None:
+                _accumulate(t, g)
         if _observers:
             for observer in _observers:
                 if hasattr(observer, "before_backward"):
-                    observer.before_backward(ctx, g)
-        in_grads = ctx.fn.backward(ctx, g)
+                    observer.before_backward(node, g)
+        in_grads = node.fn.backward(node, g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         if _observers:
             for observer in _observers:
-                observer.backward(ctx, g, in_grads)
-        if len(in_grads) < len(ctx.inputs):  # trailing non-tensor arguments may be left out
-            missing = ctx.inputs[len(in_grads) :]
-            if any(m is not None and m.requires_grad for m in missing):
+                observer.backward(node, g, in_grads)
+        if len(in_grads) < len(node.inputs):  # trailing non-tensor arguments may be left out
+            if any(m is not None for m in node.inputs[len(in_grads) :]):
                 raise RuntimeError(
-                    f"{ctx.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for "
-                    f"{len(ctx.inputs)} forward argument(s), and a tensor that needs a gradient is "
+                    f"{node.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for "
+                    f"{len(node.inputs)} forward argument(s), and a tensor that needs a gradient is "
                     "among the missing; return one per argument (None where none)"
                 )
-        elif len(in_grads) > len(ctx.inputs):
+        elif len(in_grads) > len(node.inputs):
             raise RuntimeError(
-                f"{ctx.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for only "
-                f"{len(ctx.inputs)} forward argument(s)"
+                f"{node.fn.op_name()}.backward returned {len(in_grads)} gradient(s) for only "
+                f"{len(node.inputs)} forward argument(s)"
             )
-        for inp, ig in zip(ctx.inputs, in_grads):
-            if inp is None or ig is None or not inp.requires_grad:
+        for inp, ig in zip(node.inputs, in_grads):
+            if inp is None or ig is None:
                 continue
-            ig = _unbroadcast(ig, inp.shape, ctx.fn)
-            key = id(inp)
-            if key in grads:
-                grads[key] = grads[key] + ig
+            ig = _unbroadcast(ig, inp.shape if isinstance(inp, Tensor) else inp.output_shape, node.fn)
+            if inp in grads:
+                grads[inp] = grads[inp] + ig
             else:
-                grads[key] = ig
+                grads[inp] = ig
         if not retain_graph:
-            t._ctx = _FREED
+            _release(node)
 
 
 from .functional import primitives as _prim  # noqa: E402  (the ops need Tensor and Function first)

@@ -6,8 +6,9 @@
 
 prints, when the block ends, one row per op (``linear``, ``scaled_dot_product_attention``, ...):
 how often it ran, its milliseconds in the forward and in the backward, the floating-point
-operations of its matrix products, the size of its outputs, and the memory it keeps for the
-backward beyond its inputs and its output ("saved"). Run it at two context lengths and the
+operations of its matrix products, the size of its outputs ("out"), and the memory its graph node
+keeps for the backward ("saved": each buffer counted once, at the first op that keeps it, so the
+column adds up to what the graph holds). Run it at two context lengths and the
 attention row shows why attention costs T²: its FLOPs grow four-fold when T doubles, and with
 ``memory=True`` its peak nearly so, the (B, H, T, T) attention weights and their gradient that
 its backward holds (docs/benchmarks.md, "Profile"). The line above the table says how much of
@@ -36,6 +37,7 @@ import dataclasses
 import sys
 import time
 import tracemalloc
+import weakref
 
 import numpy
 
@@ -108,8 +110,8 @@ class OpStats:
     backward_s: float = 0.0
     forward_flops: int = 0
     backward_flops: int = 0
-    out_bytes: int = 0  # the op's outputs (activations)
-    saved_bytes: int = 0  # arrays kept for the backward that are neither an input nor the output
+    out_bytes: int = 0  # the op's outputs (activations), whether or not anything keeps them
+    saved_bytes: int = 0  # arrays its graph node keeps for the backward that no earlier op keeps
     peak_bytes: int = 0  # memory=True: the most an op's call allocated above its start
 
     @property
@@ -128,18 +130,24 @@ def _owner(array):
     return array
 
 
-def _extra_saved_bytes(ctx, arrays, out) -> int:
-    """Bytes of the arrays ``ctx`` saved that are neither (views of) an input nor the output."""
-    known = {id(_owner(a)) for a in arrays if hasattr(a, "nbytes")}
-    known.add(id(_owner(out)))
-    seen, total = set(), 0
+def _new_saved_bytes(ctx, kept) -> int:
+    """Bytes of the arrays ``ctx`` saved for its backward whose memory is not in ``kept`` yet.
+
+    ``kept`` maps ``id(owner)`` to the owning array, weakly: an array freed since no longer
+    counts as kept, and its id may be reused. Views count as the memory they belong to.
+    """
+    total = 0
     for a in getattr(ctx, "saved", ()):
         if not hasattr(a, "nbytes"):
             continue
         owner = _owner(a)
-        if id(owner) not in known and id(owner) not in seen:
-            seen.add(id(owner))
-            total += owner.nbytes
+        if kept.get(id(owner)) is owner:
+            continue
+        try:
+            kept[id(owner)] = owner
+        except TypeError:  # an array type without weak references: counted at every op that saves it
+            pass
+        total += owner.nbytes
     return total
 
 
@@ -166,6 +174,7 @@ class profile(contextlib.ContextDecorator):
     # ---- the context
     def __enter__(self):
         self.stats, self._starts, self.peak_bytes = {}, [], 0
+        self._kept = weakref.WeakValueDictionary()  # the buffers that graph nodes keep, by id
         self._started_tracing = self.memory and not tracemalloc.is_tracing()
         if self._started_tracing:
             tracemalloc.start()
@@ -225,7 +234,8 @@ class profile(contextlib.ContextDecorator):
         stats.calls += 1
         stats.forward_flops += matmul_flops(fn, arrays, ctx.needs_input_grad)[0]
         stats.out_bytes += getattr(out, "nbytes", 0)
-        stats.saved_bytes += _extra_saved_bytes(ctx, arrays, out)
+        if autograd.is_grad_enabled() and True in ctx.needs_input_grad:  # the graph keeps this node
+            stats.saved_bytes += _new_saved_bytes(ctx, self._kept)
 
     def before_backward(self, ctx, dout):
         self._start()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import nptransformer.functional as F
-from nptransformer import Tensor, autograd, bench
+from nptransformer import Tensor, autograd, bench, no_grad
 from nptransformer.profiler import matmul_flops, profile
 from nptransformer.functional.primitives import MatMul
 
@@ -142,11 +142,25 @@ def test_profile_counts_attention_flops_and_its_saved_memory(rng):
     qk, pv = 2 * 6 * 4 * 5 * 8, 2 * 6 * 4 * 5 * 6  # Q Kᵀ and P V over the 2·3 heads
     assert stats.forward_flops == qk + pv
     assert stats.backward_flops == 2 * pv + 2 * qk  # dV and dP; dQ and dK
-    assert stats.saved_bytes == 0  # only q, k, v: P is rebuilt in the backward
+    qkv_bytes = 2 * 3 * (4 * 8 + 5 * 8 + 5 * 6) * 8
+    assert stats.saved_bytes == qkv_bytes  # only q, k, v: no (T, T) array, P is rebuilt in the backward
     assert stats.out_bytes == 2 * 3 * 4 * 6 * 8
     with profile(print_table=False) as prof:
         F.scaled_dot_product_attention(q, k, v, dropout_p=0.5, rng=np.random.default_rng(0))
-    assert prof.stats["scaled_dot_product_attention"].saved_bytes == 2 * 3 * 4 * 5  # the boolean keep-mask
+    assert prof.stats["scaled_dot_product_attention"].saved_bytes == qkv_bytes + 2 * 3 * 4 * 5  # and the boolean keep-mask
+
+
+def test_profile_counts_each_saved_buffer_once_and_nothing_without_a_graph(rng):
+    x, w1, w2 = _leaf(rng, 6, 4), _leaf(rng, 3, 4), _leaf(rng, 2, 4)
+    with profile(print_table=False) as prof:
+        y = F.linear(x, w1) + 0.0  # linear keeps x and w1; the addition keeps nothing
+        z = F.linear(x, w2)  # x is kept already: only w2 is new
+    assert prof.stats["linear"].saved_bytes == (6 * 4 + 3 * 4 + 2 * 4) * 8
+    assert prof.stats["add"].saved_bytes == 0 and prof.stats["add"].out_bytes == 6 * 3 * 8
+    with no_grad(), profile(print_table=False) as prof:
+        F.linear(x, w1)
+    assert prof.stats["linear"].saved_bytes == 0 and prof.stats["linear"].out_bytes == 6 * 3 * 8
+    assert y.shape == (6, 3) and z.shape == (6, 2)
 
 
 def test_matmul_flops_of_ops_without_products_is_zero(rng):
@@ -169,7 +183,7 @@ def test_profile_reports_saved_bytes_and_memory_peaks(rng, capsys):
     with profile(memory=True) as prof:
         F.layer_norm(x, None, None).sum().backward()
     stats = prof.stats["layer_norm"]
-    assert stats.saved_bytes == 2 * 4 * 8  # the mean and 1/σ, one float64 per row each; x is an input
+    assert stats.saved_bytes == (4 * 8 + 2 * 4) * 8  # x, and the mean and 1/σ (one float64 per row each)
     assert stats.out_bytes == 4 * 8 * 8 and stats.peak_bytes >= 4 * 8 * 8
     assert prof.peak_bytes >= stats.peak_bytes
     table = capsys.readouterr().out

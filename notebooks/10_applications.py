@@ -94,6 +94,7 @@ from nptransformer.experiments import fit, step_rng
 from nptransformer.experiments.ner import ner_loss, ner_scores, predict_tags
 from nptransformer.experiments.transfer import bert_inputs, fine_tune, sentiment_loss
 from nptransformer.plotting import moving_average
+from nptransformer.train import seq2seq_loss
 
 notebook_start = time.perf_counter()
 
@@ -432,7 +433,8 @@ for name, (make_pairs, vocabulary, rule) in TASKS.items():
 # One training recipe for all three, close to notebook 07's but at word level and smaller:
 # a `Seq2SeqTransformer` of width 32 with one encoder and one decoder layer, 300 steps of 32
 # freshly drawn pairs (the batch of a step is a function of the step, `step_rng`), teacher
-# forcing with `seq2seq_batch`, and the package's loop `fit`. Each task has its own word
+# forcing (`seq2seq_batch` and `seq2seq_loss`, the loss `nptransformer train` uses), and the
+# package's loop `fit`. Each task has its own word
 # tokenizer, shared by source and target.
 
 # %%
@@ -455,12 +457,7 @@ def train_generator(make_pairs, tokenizer):
         return seq2seq_batch([tokenizer.encode(s) for s, _ in pairs], [tokenizer.encode(t) for _, t in pairs],
                              PAD_ID, BOS_ID, EOS_ID)
 
-    def loss(model, b):
-        logits = model(b.src, b.tgt_in, src_key_padding_mask=b.src_padding_mask,
-                       tgt_key_padding_mask=b.tgt_padding_mask)  # (B, T, V)
-        return F.cross_entropy(logits, b.tgt_out, ignore_index=PAD_ID)
-
-    return model, fit(model, loss, batch, STEPS, lr=3e-3, warmup=30)
+    return model, fit(model, seq2seq_loss, batch, STEPS, lr=3e-3, warmup=30)
 
 
 def generate(model, tokenizer, sources, beam_size=4):

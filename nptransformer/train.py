@@ -200,6 +200,20 @@ class TrainConfig:
 
 
 # ============================================================================ tasks
+def seq2seq_loss(model, batch, *, label_smoothing=0.0, reduction="mean"):
+    """Teacher-forced cross-entropy of a ``Seq2SeqTransformer`` on a ``Seq2SeqBatch``.
+
+    The decoder reads ``tgt_in`` (BOS, then the target) and is scored on ``tgt_out`` (the target,
+    then EOS); padded positions (``model.pad_id``) count for nothing. ``batch`` is the five
+    arrays of ``seq2seq_batch`` in its order: src, src_padding_mask, tgt_in, tgt_out,
+    tgt_padding_mask.
+    """
+    src, src_pad, tgt_in, tgt_out, tgt_pad = batch
+    logits = model(src, tgt_in, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)  # (B, T, V)
+    return F.cross_entropy(logits, tgt_out, ignore_index=model.pad_id, label_smoothing=label_smoothing,
+                           reduction=reduction)
+
+
 class Seq2SeqTask:
     """A generated translation task: (source, target) strings, one character per token, an
     encoder-decoder that reads the source and writes the target.
@@ -250,10 +264,8 @@ class Seq2SeqTask:
         return self._encode(self.pairs(self.config.batch_size, _seed(self.config.seed, step)))
 
     def loss(self, model, batch, device, reduction="mean"):
-        src, src_pad, tgt_in, tgt_out, tgt_pad = (to_device(a, device) for a in batch)
-        logits = model(src, tgt_in, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)  # (B, T, V)
-        return F.cross_entropy(logits, tgt_out, ignore_index=PAD_ID, label_smoothing=self.config.label_smoothing,
-                               reduction=reduction)
+        return seq2seq_loss(model, [to_device(a, device) for a in batch], label_smoothing=self.config.label_smoothing,
+                            reduction=reduction)
 
     def translate(self, model, sources, beam_size):
         """The model's output string for each source string (beam search; greedy for beam_size=1)."""

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from nptransformer import serialization
+from nptransformer import nn, serialization
 from nptransformer.backend import DeviceError, cupy_available
-from nptransformer.data import DataError
+from nptransformer.data import DataError, seq2seq_batch
 from nptransformer.serialization import CheckpointError
 from nptransformer.train import (
     ConfigError,
@@ -23,6 +23,7 @@ from nptransformer.train import (
     generate,
     load_checkpoint,
     progress_bar,
+    seq2seq_loss,
 )
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40 + "pack my box with five dozen liquor jugs. " * 20
@@ -307,3 +308,23 @@ def test_a_new_run_never_overwrites_an_old_one(run_60):
     with pytest.raises(TrainingError, match="already holds a run"):
         trainer(tiny(steps=5), run_60[0]).train()
     assert load_checkpoint(run_60[0]).step == 60
+
+
+
+def test_seq2seq_loss_is_teacher_forced_cross_entropy_over_real_target_positions():
+    model = nn.Seq2SeqTransformer(9, 9, d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                  dim_feedforward=16, dropout=0.0, pad_id=0, rng=np.random.default_rng(0))
+    batch = seq2seq_batch([[3, 4, 5], [6]], [[7, 8], [5, 6, 7, 8]], 0, 1, 2)
+    logits = model(batch.src, batch.tgt_in, src_key_padding_mask=batch.src_padding_mask,
+                   tgt_key_padding_mask=batch.tgt_padding_mask).data.astype(np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_p, batch.tgt_out[..., None], axis=-1)[..., 0]
+    real = batch.tgt_out != 0
+    assert real.sum() == 3 + 5  # each target and its EOS; the first row ends in padding
+    np.testing.assert_allclose(seq2seq_loss(model, batch).item(), nll[real].mean(), rtol=1e-5)
+    per_token = seq2seq_loss(model, batch, reduction="none").data
+    np.testing.assert_allclose(per_token[real], nll[real], rtol=1e-5)
+    assert np.all(per_token[~real] == 0)
+    uniform = -log_p[real].mean(-1)  # the smoothing term: cross-entropy against the uniform distribution
+    np.testing.assert_allclose(seq2seq_loss(model, batch, label_smoothing=0.1).item(),
+                               (0.9 * nll[real] + 0.1 * uniform).mean(), rtol=1e-5)

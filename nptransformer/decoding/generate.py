@@ -49,7 +49,7 @@ class _ModelScorer:
         name = type(self).__name__
         n = len(prefixes)
         sources = [0] * n if sources is None else [int(s) for s in sources]
-        keys = [(s, tuple(int(t) for t in p)) for s, p in zip(sources, prefixes)]
+        keys = [(s, tuple(map(int, p))) for s, p in zip(sources, prefixes)]
         if n == 0 or len(sources) != n or len({len(p) for _, p in keys}) != 1 or not keys[0][1]:
             raise ValueError(
                 f"{name}: expected one or more non-empty prefixes of one length and one source per prefix, got "
@@ -64,7 +64,7 @@ class _ModelScorer:
             ids = [self._tokens(p) for _, p in keys]
         with no_grad():
             logits = self._forward(self.xp.asarray(np.array(ids, dtype=np.int64)), sources, cache)  # (n, T, V)
-            log_probs = F.log_softmax(logits[:, -1], axis=-1).data  # (n, V)
+            log_probs = F.log_softmax(logits.data[:, -1], axis=-1).data  # the last position: (n, T, V) -> (n, V)
         if self.use_cache:
             self.cache, self.rows, self.n_rows = cache, {key: row for row, key in enumerate(keys)}, n
         return log_probs

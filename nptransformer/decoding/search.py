@@ -39,6 +39,8 @@ LENGTH_PENALTY_STYLES = ("hf", "gnmt", "fairseq")
 # A row of log-probabilities must have logsumexp within this of 0. Generous enough for float32
 # log_softmax over a large vocabulary (its error is ~1e-6), tight enough to catch raw logits.
 NORMALIZATION_ATOL = 1e-3
+# The same bound on the sum of the probabilities: exp(-atol) <= sum(exp(row)) <= exp(atol).
+_PROBABILITY_SUM_BOUNDS = (math.exp(-NORMALIZATION_ATOL), math.exp(NORMALIZATION_ATOL))
 
 # exhaustive_search refuses to send more prefixes than this to the scorer in one step.
 EXHAUSTIVE_MAX_PREFIXES = 100_000
@@ -224,6 +226,21 @@ class _CheckedScorer:
                 f"{fn}: log_prob_fn returned {log_probs.shape[1]} columns, but V={self.vocab_size} before; "
                 f"the vocabulary must not change during a search"
             )
+        # One cheap test per call, which NaN, +inf and unnormalized rows all fail: each row's
+        # probabilities must sum to 1 (within the bounds). Only a failing call pays for finding
+        # out which it was.
+        low, high = _PROBABILITY_SUM_BOUNDS
+        with np.errstate(over="ignore"):  # raw logits can overflow exp: an inf sum fails the test
+            total = np.exp(log_probs).sum(axis=-1)  # (n,)
+        if not ((low <= total) & (total <= high)).all():
+            self._check_rows(log_probs)
+        return log_probs
+
+    def _check_rows(self, log_probs):
+        """The full test, for a call that failed the sum test: a ValueError for NaN or +inf, else
+        for the first row whose logsumexp is not within NORMALIZATION_ATOL of 0 (a row whose sum
+        fell just outside the bounds by rounding passes it)."""
+        fn = self.fn
         if np.isnan(log_probs).any() or (log_probs == np.inf).any():
             raise ValueError(f"{fn}: log_prob_fn returned NaN or +inf; expected log-probabilities (finite or -inf)")
         lse = _logsumexp(log_probs)[:, 0]
@@ -234,7 +251,6 @@ class _CheckedScorer:
                 f"{lse[bad[0]]:.6g}; expected 0 (within {NORMALIZATION_ATOL}): rows must be log-probabilities, "
                 f"apply log_softmax to logits"
             )
-        return log_probs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,8 +271,9 @@ class Gelu(Function):
                 y = _gelu_small(x)  # y = x Φ(x)
             else:
                 y = blockwise(_gelu_exact, x)  # y = x Φ(x)
-            # Saved: x and y, which the graph keeps alive anyway (y is the next op's input); the
-            # backward reads Φ(x) = y / x back instead of keeping Φ(x) as a third array.
+            # Saved: x and y. y costs no memory of its own where the next op saves it too (a
+            # Transformer's second feed-forward layer does); the backward reads Φ(x) = y / x back
+            # instead of keeping Φ(x) as a third array.
             ctx.save_for_backward(x, y)
             return y
         # Beyond |x| = 10, tanh(k (x + κ x³)) is exactly ±1 in float32 and float64: clipping

@@ -3,9 +3,9 @@
 Built from primitives, attention is about ten ops (matmul, scale, mask, max, subtract, exp, sum,
 divide, dropout, matmul): each makes a new (B, H, T, S) array, three or more of them are kept for
 the backward, and the backward makes one more per op. Fused, the forward keeps none: it saves
-its inputs q, k, v and the mask, which the graph holds anyway (plus a boolean dropout mask when
-dropout is on), and the backward rebuilds the attention weights P from them, with one more
-Q Kᵀ product and softmax, then goes through the softmax Jacobian by hand.
+its inputs q, k, v and the mask, which any attention backward needs (plus a boolean dropout
+mask when dropout is on), and the backward rebuilds the attention weights P from them, with one
+more Q Kᵀ product and softmax, then goes through the softmax Jacobian by hand.
 ``attention_from_primitives`` computes the same function the slow way; the tests hold the fused op
 to it, and ``docs/scripts/attention_memory.py`` measures what fusing saves.
 
@@ -28,22 +28,25 @@ from .primitives import _data, masked_fill
 NAME = "scaled_dot_product_attention"
 
 
+def _shapes(q, k, v):
+    """The shapes for an error message, formatted only when raising (a closure made on every call,
+    or the string itself, would cost more than the checks)."""
+    return f"q {q.shape}, k {k.shape}, v {v.shape}"
+
+
 def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     """Raise one OpError / ShapeError naming the op, the shapes and what was expected."""
-    def shapes():  # formatted only when raising: on every call it would cost more than the checks
-        return f"q {q.shape}, k {k.shape}, v {v.shape}"
-
     expected = "expected q (..., T, D), k (..., S, D), v (..., S, Dv) with the same leading axes"
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ShapeError(f"{NAME}: got {shapes()}; {expected} (at least 2 axes each)")
+        raise ShapeError(f"{NAME}: got {_shapes(q, k, v)}; {expected} (at least 2 axes each)")
     if k.shape[:-2] != q.shape[:-2] or v.shape[:-2] != q.shape[:-2]:
-        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {shapes()}; {expected}")
+        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {_shapes(q, k, v)}; {expected}")
     if k.shape[-1] != q.shape[-1]:
-        raise ShapeError(f"{NAME}: q and k need the same feature size D: {shapes()}; {expected}")
+        raise ShapeError(f"{NAME}: q and k need the same feature size D: {_shapes(q, k, v)}; {expected}")
     if v.shape[-2] != k.shape[-2]:
-        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {shapes()}; {expected}")
+        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {_shapes(q, k, v)}; {expected}")
     if not (_is_float(q.dtype) and q.dtype == k.dtype == v.dtype):
-        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} ({shapes()})")
+        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} ({_shapes(q, k, v)})")
     if not 0.0 <= dropout_p < 1.0:
         raise OpError(f"{NAME}: dropout_p must be in [0, 1), got {dropout_p!r}")
     if rng is not None and not isinstance(rng, numpy.random.Generator):
@@ -68,7 +71,7 @@ def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     if not fits:
         raise ShapeError(
             f"{NAME}: a mask of shape {mask.shape} does not broadcast to the scores' shape {scores} "
-            f"(..., T, S) for {shapes()}"
+            f"(..., T, S) for {_shapes(q, k, v)}"
         )
 
 
@@ -142,7 +145,7 @@ class ScaledDotProductAttention(Function):
             p_drop = _drop(p, keep, dropout_p)
         # P is the one (..., T, S) float array; keeping it for every layer of a model until the
         # backward would cost T·S floats per head and layer. The backward rebuilds it from q, k
-        # and the mask, which the graph keeps anyway: one more Q Kᵀ and softmax, no T·S memory.
+        # and the mask, saved anyway for dQ, dK and dV: one more Q Kᵀ and softmax, no T·S memory.
         ctx.save_for_backward(q, k, v, mask, keep)
         ctx.is_causal, ctx.scale, ctx.dropout_p = is_causal, scale, dropout_p
         if weights_out is not None:

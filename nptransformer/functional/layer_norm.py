@@ -2,7 +2,7 @@
 
 Built from primitives, ``layer_norm`` is about ten ops (mean, subtract, square, mean, add, sqrt,
 divide, multiply, add), each saving its own arrays. Fused, the forward saves its input x
-(which the graph keeps alive anyway) and two numbers per row (the mean μ and the reciprocal
+(as PyTorch's layer norm does) and two numbers per row (the mean μ and the reciprocal
 standard deviation 1/σ); the backward rebuilds x̂ = (x - μ)/σ from them in one pass and is
 three lines, derived in ``docs/derivations/layer_norm.md``.
 """
@@ -12,27 +12,30 @@ from ..autograd import Function, OpError, ShapeError, _is_float
 from ..backend import get_array_module
 
 
+def _shapes(x, weight, bias):
+    """The shapes for an error message, formatted only when raising (a closure made on every call,
+    or the string itself, would cost more than the checks)."""
+    return (
+        f"x shape {x.shape}, weight shape {None if weight is None else weight.shape}, "
+        f"bias shape {None if bias is None else bias.shape}"
+    )
+
+
 def _check_layer_norm(x, weight, bias, eps):
     """Raise one OpError naming the shapes, for any input layer_norm cannot take."""
-    def shapes():  # formatted only when raising: on every call it would cost more than the checks
-        return (
-            f"x shape {x.shape}, weight shape {None if weight is None else weight.shape}, "
-            f"bias shape {None if bias is None else bias.shape}"
-        )
-
     if not _is_float(x.dtype):
-        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} ({shapes()})")
+        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} ({_shapes(x, weight, bias)})")
     if x.ndim == 0 or x.shape[-1] == 0:
-        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over ({shapes()}); expected x of shape (..., C), C >= 1")
+        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over ({_shapes(x, weight, bias)}); expected x of shape (..., C), C >= 1")
     channels = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (channels,):
             raise ShapeError(
-                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({shapes()}); "
+                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({_shapes(x, weight, bias)}); "
                 f"expected {name} of shape ({channels},), one entry per feature of x's last axis"
             )
     if not eps > 0:
-        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} ({shapes()})")
+        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} ({_shapes(x, weight, bias)})")
 
 
 class LayerNorm(Function):
@@ -59,7 +62,7 @@ class LayerNorm(Function):
         var /= channels  # v, the biased variance, (..., 1)
         rstd = 1 / xp.sqrt(var + eps)  # 1/σ with σ = sqrt(v + eps), (..., 1)
         xhat *= rstd  # x̂ = (x - μ)/σ, in place: x - μ is not needed again
-        # Saved: x, which the graph keeps alive anyway, and two numbers per row; not x̂, which
+        # Saved: x (as PyTorch's layer norm saves it) and two numbers per row; not x̂, which
         # would be one more (..., C) array per layer norm until the backward rebuilds it.
         ctx.save_for_backward(x, mean, rstd, weight)
         y = xhat  # y = x̂ γ + β, in x̂'s buffer

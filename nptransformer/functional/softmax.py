@@ -2,8 +2,8 @@
 
 Built from primitives, ``softmax`` would be five ops (max, subtract, exp, sum, divide), each
 saving its own array for the backward. Fused, each op is one ``Function`` that saves a single
-array (softmax and log_softmax their output; cross_entropy its input, the logits, which the graph
-keeps alive anyway, so it costs no memory) and whose backward is one line of algebra, derived in
+array (softmax and log_softmax their output; cross_entropy its input, the logits, and two
+numbers per row) and whose backward is one line of algebra, derived in
 ``docs/derivations/softmax.md`` and ``docs/derivations/cross_entropy.md``. All three subtract the
 maximum along the class axis before ``exp``, so logits of any size give finite results in float32.
 """
@@ -145,8 +145,8 @@ class CrossEntropy(Function):
             loss = (1 - eps) * loss + (eps / n_classes) * (n_classes * lse - z_sum)
         loss[~valid] = 0
 
-        # Saved: the logits, which the graph keeps alive anyway, and two numbers per row; not p
-        # (M, V), which the backward rebuilds from them in the buffer that becomes dx.
+        # Saved: the logits, the one (M, V) array kept, and two numbers per row; not p (M, V)
+        # as well, which the backward rebuilds from them in the buffer that becomes dx.
         ctx.save_for_backward(x, x_max, lse, t, valid)
         ctx.shape, ctx.eps, ctx.reduction, ctx.n_valid = logits.shape, eps, reduction, n_valid
         if reduction == "none":

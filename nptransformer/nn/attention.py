@@ -196,14 +196,14 @@ class MultiheadAttention(Module):
     def _check_inputs(self, query, key, value):
         E = self.embed_dim
         for name, t in (("query", query), ("key", key), ("value", value)):
-            if t is None:  # a filled static cache: keys and values come from it
+            if t is None or (name != "query" and t is query):  # a filled static cache, or self-attention's query again
                 continue
             if t.ndim != 3 or t.shape[-1] != E:
                 raise ModuleError(
                     f"MultiheadAttention: expected {name} of shape (B, {'T' if name == 'query' else 'S'}, {E}), "
                     f"got shape {tuple(t.shape)}"
                 )
-        if key is None:
+        if key is None or key is value is query:
             return
         if not (query.shape[0] == key.shape[0] == value.shape[0]) or key.shape[1] != value.shape[1]:
             raise ModuleError(
@@ -212,9 +212,21 @@ class MultiheadAttention(Module):
             )
 
     def _split_heads(self, x):
-        """(B, T, E) -> (B, H, T, D): a Tensor, or an array on its way into a KV cache."""
+        """(B, T, E) -> (B, H, T, D): a Tensor, or an array on its way into a KV cache.
+
+        Under no_grad a Tensor is split as its array, by two NumPy calls instead of two op calls:
+        there is no graph to record, and the result is the same."""
+        if isinstance(x, Tensor) and not is_grad_enabled():
+            return Tensor(self._split_heads(x.data))
         B, T, _ = x.shape
         return x.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def _merge_heads(self, x):
+        """(B, H, T, D) -> (B, T, E), the inverse of _split_heads (under no_grad, on the array too)."""
+        if isinstance(x, Tensor) and not is_grad_enabled():
+            return Tensor(self._merge_heads(x.data))
+        B, _, T, _ = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(B, T, self.embed_dim)
 
     def merge_masks(self, attn_mask, key_padding_mask, is_causal, B, T, S, xp, causal_offset=0):
         """One mask in the convention of F.scaled_dot_product_attention (True = may attend, or a
@@ -273,7 +285,7 @@ class MultiheadAttention(Module):
             key = query if key is None else key
             value = key if value is None else value
         self._check_inputs(query, key, value)
-        B, T, E = query.shape
+        B, T, _ = query.shape
         xp = get_array_module(query.data)
 
         q = self._split_heads(self.q_proj(query))  # (B, T, E) -> (B, H, T, D)
@@ -306,7 +318,7 @@ class MultiheadAttention(Module):
             training=self.training, return_weights=need_weights, rng=self.rng,
         )
         out, weights = result if need_weights else (result, None)
-        out = out.transpose(0, 2, 1, 3).reshape(B, T, E)  # (B, H, T, D) -> (B, T, E)
+        out = self._merge_heads(out)  # (B, H, T, D) -> (B, T, E)
         if weights is not None and average_attn_weights:
             weights = Tensor(weights.data.mean(axis=1))
         return self.out_proj(out), weights

@@ -493,6 +493,24 @@ def test_scorer_may_return_float32_and_minus_inf():
     assert 3 not in sample(scorer, BOS, EOS, 5, seed=0)
 
 
+def test_scorer_check_tells_the_failures_apart_and_takes_rows_within_the_tolerance():
+    uniform = np.log(np.full(V, 1 / V))
+
+    def constant(row):
+        return lambda prefixes: np.tile(row, (len(prefixes), 1))
+
+    assert len(greedy_search(constant(uniform + 0.9e-3), BOS, EOS, 3)) >= 1  # logsumexp 0.0009: taken
+    cases = [
+        (uniform + 1.1e-3, r"not normalized: row 0 has logsumexp 0.0011"),
+        (np.full(V, 1000.0), r"not normalized: row 0 has logsumexp 1001.6"),  # exp overflows: no warning
+        (np.where(np.arange(V) == 2, np.inf, uniform), r"NaN or \+inf"),
+        (np.full(V, -np.inf), r"not normalized: row 0 has logsumexp -inf"),
+    ]
+    for row, message in cases:
+        with pytest.raises(ValueError, match=rf"greedy_search: log_prob_fn returned .*{message}"):
+            greedy_search(constant(row), BOS, EOS, 3)
+
+
 def test_tokens_never_include_bos_and_end_with_eos_when_produced():
     scorer = random_scorer(8)
     outputs = [greedy_search(scorer, BOS, EOS, 6), exhaustive_search(scorer, BOS, EOS, 4)[0],

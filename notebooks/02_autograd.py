@@ -369,7 +369,8 @@ check("tanh", tanh_backward)
 #    your backward not need to sum anything for it?
 # 2. **Count the nodes.** Build softmax from primitives, `e = x.exp(); e / e.sum(axis=-1,
 #    keepdims=True)`, and draw its graph; then draw `F.softmax(x)`. How many arrays does each keep
-#    for the backward? (This is why the package fuses softmax, layer norm and attention.)
+#    for the backward? (Walk `topological_order(out)` and look at each op node's `saved`. This is
+#    why the package fuses softmax, layer norm and attention.)
 # 3. **Deep graphs.** Apply `.tanh()` 20,000 times in a row and call `backward()`. It works; why
 #    would a recursive graph walk fail here?
 # 4. **Overwrite instead of add.** In the hand-written backward loop above, replace

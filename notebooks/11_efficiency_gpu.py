@@ -51,7 +51,7 @@ import numpy as np
 import nptransformer as nt
 from nptransformer import Tensor, bench, profile
 from nptransformer import functional as F
-from nptransformer.backend import DeviceError, cupy_available, device_of, get_array_module, get_cupy, to_device
+from nptransformer.backend import DeviceError, cupy_available, device_of, get_array_module, get_cupy
 from nptransformer.functional.attention import attention_from_primitives
 from nptransformer.functional.softmax import Softmax
 from nptransformer.nn import GPT, manual_seed
@@ -577,9 +577,7 @@ print("device_of(x) ->", device_of(x), "| Tensor(x).device ->", Tensor(x).device
 
 # %%
 if cupy_available():
-    on_gpu = bench.OursRunner(SIZE)
-    on_gpu.model.to("cuda")
-    on_gpu.ids, on_gpu.targets = to_device(on_gpu.ids, "cuda"), to_device(on_gpu.targets, "cuda")
+    on_gpu = bench.OursRunner(SIZE, device="cuda")  # model.to("cuda"), and the batch through to_device
     cpu_ms, gpu_ms = median_ms(runner.train_step, on_gpu.train_step)  # train_step ends in loss.item(): synchronized
     xp = get_array_module(on_gpu.model.head.weight.data)
     print(f"model.device: {on_gpu.model.device}; get_array_module(a parameter) -> {xp.__name__}")
@@ -632,11 +630,12 @@ except DeviceError as exc:
 # the device matter more there than here.
 #
 # `docs/benchmarks.md` records this package's measured numbers, each with its command and
-# machine; all of them are on a 2-core CPU (no GPU measurement is recorded yet). On one thread, a
-# training step took 1.27, 1.12 and 1.11 times as long as the same GPT in PyTorch eager at sizes
-# S, M and L, reaching 52.7, 68.4 and 76.4 GFLOP/s (50%, 65% and 72% of NumPy's matmul peak); a
-# GPT with $C = 256$ and 4 layers decoded at 2.07 ms/token with the KV cache against 11.85
-# without (5.7×). The same file profiles a size-M step and explains where the remaining gap to
+# machine; all of them are on a 2-core CPU (no GPU measurement is recorded yet:
+# `python -m nptransformer.bench --device cuda` is the command for one). On one thread, a
+# training step took 1.29, 1.14 and 1.08 times as long as the same GPT in PyTorch eager at sizes
+# S, M and L, reaching 54.4, 71.4 and 78.4 GFLOP/s (53%, 69% and 76% of NumPy's matmul peak); a
+# GPT with $C = 256$ and 4 layers decoded at 1.33 ms/token with the KV cache against 11.25
+# without (8.4×). The same file profiles a size-M step and explains where the remaining gap to
 # PyTorch lies (fused GELU and layer-norm kernels, flash attention, C++ dispatch).
 
 # %% [markdown]

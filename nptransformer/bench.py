@@ -3,6 +3,7 @@
     python -m nptransformer.bench                    # sizes S, M, L; against PyTorch when installed
     python -m nptransformer.bench --sizes M --repeats 9 --threads 1 --json results.json
     python -m nptransformer.bench --sizes S M --only decode --repeats 15   # decoding only
+    python -m nptransformer.bench --device cuda --no-memory          # on a GPU: CuPy against PyTorch CUDA
 
 For each size, a ``GPT`` (pre-LN, learned positions, tied head, exact GELU, float32, no dropout)
 and the same model in PyTorch eager, with the same weights, are timed on the same batch:
@@ -25,8 +26,13 @@ attention's Q Kᵀ and P V; the backward does each product twice). ``nptransform
 counts the same number op by op (tests/test_bench.py checks it). Both frameworks are credited
 with these FLOPs, although PyTorch's causal attention may skip the masked half.
 
-PyTorch is imported only inside the functions that need it: this module, and the package, import
-without it.
+On a GPU (``--device cuda``) our model runs on CuPy arrays and PyTorch's on CUDA tensors; the
+matmul peak is then CuPy's and PyTorch's on the GPU. Every piece of timed work ends by reading a
+number back to the host (the loss, the decoded tokens), which waits for the GPU to finish, so the
+timings hold all of the device's work. Peak memory is measured on the CPU only.
+
+PyTorch and CuPy are imported only inside the functions that need them: this module, and the
+package, import without them.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ import numpy
 
 from . import functional as F
 from .autograd import no_grad
+from .backend import DEVICES, DeviceError, get_array_module, get_cupy, to_device
 from .nn import GPT, Linear
 from .optim import AdamW
 
@@ -139,6 +146,12 @@ def batch(size: Size, seed: int = 0):
     return ids[:, :-1].copy(), ids[:, 1:].copy()
 
 
+def _synchronize(xp) -> None:
+    """Wait until the device of array module ``xp`` has finished its queued work (a no-op for NumPy)."""
+    if xp is not numpy:
+        xp.cuda.get_current_stream().synchronize()
+
+
 def torch_reference(model: GPT):
     """The same GPT in PyTorch eager, holding a copy of ``model``'s weights (same parameter names).
 
@@ -206,7 +219,7 @@ def torch_reference(model: GPT):
 
         def forward(self, ids, cache=None):
             offset = 0 if cache is None or cache[0] is None else cache[0][0].shape[2]
-            positions = torch.arange(offset, offset + ids.shape[1])
+            positions = torch.arange(offset, offset + ids.shape[1], device=ids.device)
             x = self.tok_emb(ids) + self.pos_emb.embedding(positions)
             for i, block in enumerate(self.blocks):
                 x = block(x, cache, i)
@@ -218,21 +231,21 @@ def torch_reference(model: GPT):
     ours = dict(model.named_parameters())
     with torch.no_grad():
         for name, p in theirs.named_parameters():
-            p.copy_(torch.from_numpy(numpy.asarray(ours[name].data)))
+            p.copy_(torch.from_numpy(to_device(ours[name].data, "cpu")))
     return theirs
 
 
 # --------------------------------------------------------------------------- the work
 class OursRunner:
-    """A training step, a forward, and greedy decoding of our GPT."""
+    """A training step, a forward, and greedy decoding of our GPT, on ``device`` ('cpu' or 'cuda')."""
 
     name = "nptransformer"
 
-    def __init__(self, size: Size, seed: int = 0):
-        self.size = size
-        self.model = build_ours(size, seed)
+    def __init__(self, size: Size, seed: int = 0, device: str = "cpu"):
+        self.size, self.device = size, device
+        self.model = build_ours(size, seed).to(device)
         self.optimizer = AdamW(self.model.parameters(), lr=LEARNING_RATE)
-        self.ids, self.targets = batch(size, seed)
+        self.ids, self.targets = (to_device(a, device) for a in batch(size, seed))
 
     def train_step(self) -> float:
         self.optimizer.zero_grad()
@@ -250,7 +263,7 @@ class OursRunner:
 
 
 class TorchRunner:
-    """The same three pieces of work for the PyTorch copy of an OursRunner's model."""
+    """The same three pieces of work for the PyTorch copy of an OursRunner's model, on its device."""
 
     name = "PyTorch"
 
@@ -258,9 +271,9 @@ class TorchRunner:
         import torch
 
         self.torch = torch
-        self.model = torch_reference(ours.model)
+        self.model = torch_reference(ours.model).to(ours.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE)  # weight decay 0.01 as ours
-        self.ids, self.targets = torch.from_numpy(ours.ids), torch.from_numpy(ours.targets)
+        self.ids, self.targets = (torch.from_numpy(to_device(a, "cpu")).to(ours.device) for a in (ours.ids, ours.targets))
         self.vocab = ours.size.vocab
 
     def _loss(self):
@@ -317,17 +330,29 @@ def _summary(seconds, per=1) -> dict:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "samples_ms": ms}
 
 
-def matmul_peak(xp_name: str, n: int = 2048, repeats: int = 3) -> float:
-    """GFLOP/s of the best of ``repeats`` float32 (n, n) @ (n, n) products, with NumPy or PyTorch."""
+def matmul_peak(xp_name: str, n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
+    """GFLOP/s of the best of ``repeats`` float32 (n, n) @ (n, n) products on ``device``: with
+    PyTorch when ``xp_name`` is 'torch', else with our array module there (NumPy on the CPU, CuPy
+    on the GPU; ``xp_name`` is then only the label). Each product is waited for."""
     rng = numpy.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=numpy.float32) for _ in range(2))
     if xp_name == "torch":
         import torch
 
-        a, b = torch.from_numpy(a), torch.from_numpy(b)
-        product = lambda: torch.matmul(a, b)  # noqa: E731
+        a, b = (torch.from_numpy(m).to(device) for m in (a, b))
+        wait = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+        def product():
+            torch.matmul(a, b)
+            wait()
     else:
-        product = lambda: numpy.matmul(a, b)  # noqa: E731
+        a, b = to_device(a, device), to_device(b, device)
+        xp = get_array_module(a)
+
+        def product():
+            xp.matmul(a, b)
+            _synchronize(xp)
+
     product()  # warm-up
     best = min(_timed(product) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
@@ -344,11 +369,13 @@ def matvec_floor(model: GPT, repeats: int = 21) -> float:
     of both, set by memory bandwidth, not by arithmetic or by Python.
     """
     weights = [m.weight.data for _, m in model.named_modules() if isinstance(m, Linear)]
-    vectors = [numpy.ones((1, w.shape[1]), dtype=w.dtype) for w in weights]
+    xp = get_array_module(*weights)
+    vectors = [xp.ones((1, w.shape[1]), dtype=w.dtype) for w in weights]
 
     def step():
         for w, x in zip(weights, vectors):
             x @ w.T
+        _synchronize(xp)
 
     step()
     return statistics.median(_timed(step) for _ in range(repeats)) * 1e3
@@ -415,9 +442,10 @@ def _probe_in_subprocess(framework: str, size_name: str, threads: int) -> dict:
 
 # --------------------------------------------------------------------------- the benchmark
 def bench_size(size_name: str, size: Size, repeats: int, warmup: int, use_torch: bool, memory: bool,
-               decode: bool, threads: int, log=print, train: bool = True, forward: bool = True) -> dict:
+               decode: bool, threads: int, log=print, train: bool = True, forward: bool = True,
+               device: str = "cpu") -> dict:
     """Every measurement of one size (those whose flag is on); ``log`` gets a line as each one is done."""
-    ours = OursRunner(size)
+    ours = OursRunner(size, device=device)
     runners = [ours] + ([TorchRunner(ours)] if use_torch else [])
     names = [r.name for r in runners]
     result = {"config": dataclasses.asdict(size), "tokens_per_step": size.tokens, "flops_per_step": size.step_flops(),
@@ -462,9 +490,13 @@ def bench_size(size_name: str, size: Size, repeats: int, warmup: int, use_torch:
     return result
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "numpy": numpy.__version__, "platform": platform.platform()}
+    if device == "cuda":
+        cupy = get_cupy()
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+        info["cupy"] = cupy.__version__
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
@@ -482,24 +514,38 @@ def machine() -> dict:
 
 
 def run(sizes=DEFAULT_SIZES, repeats=7, warmup=2, threads=None, use_torch=None, memory=True, decode=True,
-        peak_size=2048, log=print, train=True, forward=True) -> dict:
+        peak_size=2048, log=print, train=True, forward=True, device="cpu") -> dict:
     """The benchmark as a dict (what ``--json`` writes); ``log`` gets the human-readable report.
-    ``train``, ``forward``, ``decode`` and ``memory`` switch each measurement on or off."""
+    ``train``, ``forward``, ``decode`` and ``memory`` switch each measurement on or off; ``device``
+    is 'cpu' or 'cuda' (a DeviceError says why when no GPU is usable)."""
+    if device not in DEVICES:
+        raise ValueError(f"bench: unknown device {device!r}; expected one of {DEVICES}")
+    if device == "cuda":
+        get_cupy()  # a DeviceError naming what is missing, before any work
     if use_torch is None:
         use_torch = torch_available()
     if use_torch:
-        import torch  # noqa: F401  (loaded before the threads are set, so they apply to it too)
+        import torch  # (loaded before the threads are set, so they apply to it too)
+
+        if device == "cuda" and not torch.cuda.is_available():
+            log("bench: this PyTorch cannot use the GPU; timing ours alone")
+            use_torch = False
+    if memory and device != "cpu":
+        log("bench: peak memory is measured on the CPU only (RSS and tracemalloc); skipped on the GPU")
+        memory = False
     threads = threads or blas_threads() or os.cpu_count()
     how = set_threads(threads)
-    report = {"machine": machine(), "threads": threads, "threads_set_by": how,
+    report = {"machine": machine(device), "device": device, "threads": threads, "threads_set_by": how,
               "load_average_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "repeats": repeats, "warmup": warmup}
-    log(f"nptransformer.bench: {report['machine']['cpu']}, {os.cpu_count()} CPUs, {threads} thread(s) "
-        f"({how}), numpy {numpy.__version__}" + (f", torch {report['machine']['torch']}" if use_torch else ", no torch")
+    on = f"GPU {report['machine']['gpu']}" if device == "cuda" else f"{threads} thread(s) ({how})"
+    log(f"nptransformer.bench: {report['machine']['cpu']}, {os.cpu_count()} CPUs, {on}, numpy {numpy.__version__}"
+        + (f", torch {report['machine']['torch']}" if use_torch else ", no torch")
         + f"; load average {report['load_average_start']}")
-    report["matmul_peak_gflops"] = {"numpy": matmul_peak("numpy", peak_size)}
+    ours_key = "numpy" if device == "cpu" else "cupy"
+    report["matmul_peak_gflops"] = {ours_key: matmul_peak(ours_key, peak_size, device=device)}
     if use_torch:
-        report["matmul_peak_gflops"]["torch"] = matmul_peak("torch", peak_size)
+        report["matmul_peak_gflops"]["torch"] = matmul_peak("torch", peak_size, device=device)
     report["matmul_peak_size"] = peak_size
     log(f"  float32 {peak_size}x{peak_size} matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in report["matmul_peak_gflops"].items()))
     report["sizes"] = {}
@@ -507,9 +553,9 @@ def run(sizes=DEFAULT_SIZES, repeats=7, warmup=2, threads=None, use_torch=None, 
         size = SIZES[name]
         log(f"size {name}: vocab {size.vocab}, d_model {size.d_model}, {size.n_layers} layers, {size.n_heads} heads, "
             f"context {size.context}, batch {size.batch}; {size.step_flops() / 1e9:.2f} GFLOP per step")
-        entry = bench_size(name, size, repeats, warmup, use_torch, memory, decode, threads, log, train, forward)
+        entry = bench_size(name, size, repeats, warmup, use_torch, memory, decode, threads, log, train, forward, device)
         peak = report["matmul_peak_gflops"]
-        for framework, key in (("nptransformer", "numpy"), ("PyTorch", "torch")):
+        for framework, key in (("nptransformer", ours_key), ("PyTorch", "torch")):
             if framework in entry.get("train_step", {}):
                 step = entry["train_step"][framework]
                 step["fraction_of_matmul_peak"] = step["gflops"] / peak[key]
@@ -530,6 +576,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: what NumPy's BLAS uses now)")
     parser.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch, even when installed")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="run both models on the CPU (default) or on the GPU (CuPy against PyTorch CUDA)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements (subprocesses)")
     parser.add_argument("--no-decode", action="store_true", help="skip KV-cache decoding")
     parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, metavar="WHAT",
@@ -556,7 +604,8 @@ def run_from_args(args) -> int:
     if args.no_decode:
         wanted.discard("decode")
     report = run(args.sizes, args.repeats, args.warmup, args.threads, False if args.no_torch else None,
-                 "memory" in wanted, "decode" in wanted, args.peak_size, log, "train" in wanted, "forward" in wanted)
+                 "memory" in wanted, "decode" in wanted, args.peak_size, log, "train" in wanted, "forward" in wanted,
+                 args.device)
     if args.json:
         text = json.dumps(report, indent=2)
         if to_stdout:
@@ -569,7 +618,12 @@ def run_from_args(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nptransformer.bench", description=__doc__.split("\n\n")[0])
-    return run_from_args(add_arguments(parser).parse_args(argv))
+    args = add_arguments(parser).parse_args(argv)
+    try:
+        return run_from_args(args)
+    except DeviceError as err:  # --device cuda where no GPU is usable: one line saying why
+        print(f"nptransformer.bench: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 - ``python -m nptransformer.bench`` on the smoke-test size writes JSON with every measurement;
 - the PyTorch reference model is the same model: same logits, loss and gradients, same tokens;
+- ``--device cuda`` runs both on the GPU, or says in one line why it cannot;
 - ``nptransformer.profile`` counts the FLOPs of matmul, linear and attention exactly, forward and
   backward, and over a whole GPT step it agrees with ``Size.step_flops``;
-- it reports the memory an op keeps beyond its inputs and output, and leaves the engine clean.
+- it reports the memory each op's graph node keeps, and leaves the engine clean.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 import nptransformer.functional as F
 from nptransformer import Tensor, autograd, bench, no_grad
+from nptransformer.backend import cupy_available
 from nptransformer.profiler import matmul_flops, profile
 from nptransformer.functional.primitives import MatMul
 
@@ -94,6 +96,27 @@ def test_torch_reference_is_the_same_model(torch):
     for name, p in theirs.model.named_parameters():
         np.testing.assert_allclose(p.grad.numpy(), ours_grads[name].grad, rtol=1e-3, atol=1e-5, err_msg=name)
     assert ours.decode(12) == theirs.decode(12)
+
+
+@pytest.mark.skipif(cupy_available(), reason="checks the message on a machine without a usable GPU")
+def test_bench_on_cuda_without_a_gpu_says_why_in_one_line(capsys):
+    assert bench.main(["--device", "cuda", "--sizes", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nptransformer.bench: error: device 'cuda' is not usable here") and err.count("\n") == 1
+
+
+@pytest.mark.cupy
+@pytest.mark.skipif(not cupy_available(), reason="needs a GPU with CuPy")
+def test_tiny_bench_on_the_gpu(tmp_path, capsys):
+    report = _run_tiny(tmp_path, "--device", "cuda")
+    tiny = report["sizes"]["tiny"]
+    assert report["device"] == "cuda" and report["machine"]["gpu"] and report["matmul_peak_gflops"]["cupy"] > 0
+    for what in ("train_step", "forward", "decode_per_token"):
+        _check_summary(tiny[what]["nptransformer"])
+    assert "peak_memory" not in tiny and "measured on the CPU only" in capsys.readouterr().out
+    if "PyTorch" in tiny["initial_loss"]:  # a PyTorch built with CUDA
+        assert tiny["initial_loss"]["nptransformer"] == pytest.approx(tiny["initial_loss"]["PyTorch"], rel=1e-4)
+        assert tiny["train_step"]["ratio"] > 0
 
 
 def test_bench_refuses_bad_counts():

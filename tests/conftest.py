@@ -1,6 +1,8 @@
 """Shared fixtures: the array backends every op test runs on, and PyTorch for parity checks."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -42,6 +44,20 @@ def xp(request):
 def torch():
     """PyTorch, or skip: parity tests run only where torch is installed."""
     return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch):
+    """CuPy replaced, for one test, by the stand-in of ``fake_cupy``: the package's 'cuda' paths
+    (``model.to("cuda")``, the trainer, decoding, the benchmark) run on the CPU with arrays that
+    refuse to meet NumPy's, whether or not this machine has a GPU."""
+    from fake_cupy import cupy
+    from nptransformer import backend
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    backend._probe_cupy.cache_clear()
+    yield cupy
+    backend._probe_cupy.cache_clear()
 
 
 @pytest.fixture

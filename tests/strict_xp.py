@@ -42,21 +42,23 @@ def _unwrap(x):
     return x
 
 
-def _wrap(x):
+def _wrap(x, cls):
     if isinstance(x, np.ndarray):
-        return x.view(StrictArray)
+        return x.view(cls)
     if isinstance(x, np.generic):
-        return np.asarray(x).view(StrictArray)
+        return np.asarray(x).view(cls)
     if isinstance(x, tuple):
-        return tuple(_wrap(v) for v in x)
+        return tuple(_wrap(v, cls) for v in x)
     if isinstance(x, list):
-        return [_wrap(v) for v in x]
+        return [_wrap(v, cls) for v in x]
     return x
 
 
 class StrictArray(np.ndarray):
+    namespace = None  # the _Namespace whose functions make arrays of this class
+
     def __array_namespace__(self, api_version=None):
-        return strict
+        return self.namespace
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         _check(f"np.{ufunc.__name__}.{method}", inputs)
@@ -64,19 +66,19 @@ class StrictArray(np.ndarray):
             _check(f"np.{ufunc.__name__} out=", out)
             kwargs["out"] = tuple(_unwrap(o) for o in out)
         result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
-        return None if method == "at" else _wrap(result)
+        return None if method == "at" else _wrap(result, type(self))
 
     def __array_function__(self, func, types, args, kwargs):
         _check(f"np.{func.__name__}", args)
         _check(f"np.{func.__name__}", tuple(kwargs.values()))
-        return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}), type(self))
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
-        return np.asarray(array).view(StrictArray)
+        return np.asarray(array).view(type(self))
 
     def __getitem__(self, index):
         _check("indexing", index if isinstance(index, tuple) else (index,))
-        return _wrap(super().__getitem__(_unwrap(index)))
+        return _wrap(super().__getitem__(_unwrap(index)), type(self))
 
     def __setitem__(self, index, value):
         _check("assignment", (index if isinstance(index, tuple) else (index,)) + (value,))
@@ -87,25 +89,33 @@ _TRANSFERS = {"asarray", "array", "asanyarray", "ascontiguousarray"}
 
 
 class _Namespace(types.ModuleType):
-    def __init__(self, name, base):
+    def __init__(self, name, base, array_class):
         super().__init__(name)
-        self._base = base
+        self._base, self._class = base, array_class
 
     def __getattr__(self, name):
         attr = getattr(self._base, name)
+        cls = self._class
         if isinstance(attr, types.ModuleType):
-            return _Namespace(f"{self.__name__}.{name}", attr)
+            return _Namespace(f"{self.__name__}.{name}", attr, cls)
         if isinstance(attr, (np.ufunc, type)) or not callable(attr):
             return attr
         if name in _TRANSFERS:
-            return lambda *a, **k: _wrap(attr(*_unwrap(a), **{kk: _unwrap(v) for kk, v in k.items()}))
+            return lambda *a, **k: _wrap(attr(*_unwrap(a), **{kk: _unwrap(v) for kk, v in k.items()}), cls)
 
         def strict_function(*args, **kwargs):
             _check(f"strict.{name}", args)
             _check(f"strict.{name}", tuple(kwargs.values()))
-            return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+            return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}), cls)
 
         return strict_function
 
 
-strict = _Namespace("strict_numpy", np)
+def namespace(name: str, array_class: type) -> _Namespace:
+    """A strict namespace called ``name`` whose arrays are ``array_class`` (a StrictArray subclass)."""
+    ns = _Namespace(name, np, array_class)
+    array_class.namespace = ns
+    return ns
+
+
+strict = namespace("strict_numpy", StrictArray)

@@ -17,7 +17,7 @@ import pytest
 
 import nptransformer.functional as F
 from nptransformer import Tensor, autograd, bench, no_grad
-from nptransformer.backend import cupy_available
+from nptransformer.backend import cupy_available, device_of
 from nptransformer.profiler import matmul_flops, profile
 from nptransformer.functional.primitives import MatMul
 
@@ -117,6 +117,20 @@ def test_tiny_bench_on_the_gpu(tmp_path, capsys):
     if "PyTorch" in tiny["initial_loss"]:  # a PyTorch built with CUDA
         assert tiny["initial_loss"]["nptransformer"] == pytest.approx(tiny["initial_loss"]["PyTorch"], rel=1e-4)
         assert tiny["train_step"]["ratio"] > 0
+
+
+def test_the_benchmark_on_a_stand_in_gpu_does_the_cpu_work(stand_in_gpu):
+    on_gpu, on_cpu = bench.OursRunner(bench.SIZES["tiny"], device="cuda"), bench.OursRunner(bench.SIZES["tiny"])
+    assert on_gpu.model.device == "cuda" and device_of(on_gpu.ids) == device_of(on_gpu.targets) == "cuda"
+    assert on_gpu.train_step() == pytest.approx(on_cpu.train_step(), rel=1e-6)
+    assert on_gpu.forward() == pytest.approx(on_cpu.forward(), rel=1e-6)
+    assert on_gpu.decode(8) == on_cpu.decode(8)
+    assert bench.matvec_floor(on_gpu.model, repeats=1) > 0
+    lines = []
+    report = bench.run(("tiny",), repeats=1, warmup=0, use_torch=False, device="cuda", peak_size=64, log=lines.append)
+    assert report["device"] == "cuda" and report["machine"]["gpu"].startswith("stand-in")
+    assert report["matmul_peak_gflops"]["cupy"] > 0 and "peak_memory" not in report["sizes"]["tiny"]
+    assert any("measured on the CPU only" in line for line in lines)
 
 
 def test_bench_refuses_bad_counts():

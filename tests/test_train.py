@@ -304,6 +304,18 @@ def test_training_on_the_gpu_matches_the_cpu_closely(tmp_path):
     assert load_checkpoint(tmp_path / "gpu").build_model().device == "cpu"
 
 
+def test_training_on_a_stand_in_gpu_keeps_every_array_there(tmp_path, stand_in_gpu):
+    """The 'cuda' path of the trainer, end to end (steps, evaluation with beam search, checkpoint),
+    with arrays that refuse to meet NumPy's: the same numbers as on the CPU."""
+    cpu = trainer(tiny(steps=10, dropout=0.0, eval_every=5), tmp_path / "cpu").train()
+    on_gpu = trainer(tiny(steps=10, dropout=0.0, eval_every=5), tmp_path / "gpu", device="cuda")
+    assert on_gpu.model.device == "cuda"
+    gpu = on_gpu.train()
+    np.testing.assert_allclose(gpu["losses"], cpu["losses"], rtol=1e-6)
+    assert gpu["examples"] == cpu["examples"] and gpu["exact_match"] == cpu["exact_match"]
+    assert load_checkpoint(tmp_path / "gpu").build_model().device == "cpu"
+
+
 def test_a_new_run_never_overwrites_an_old_one(run_60):
     with pytest.raises(TrainingError, match="already holds a run"):
         trainer(tiny(steps=5), run_60[0]).train()

@@ -120,6 +120,24 @@ def test_frozen_body_fine_tuning_changes_only_the_head(family, frozen):
         assert len(unchanged) < len(body_keys) / 2
 
 
+def test_fine_tuning_with_frozen_none_keeps_the_callers_choice_and_calls_the_hook():
+    tokenizer = WordTokenizer(sentiment_vocabulary())
+    body = new_body("gpt", tokenizer.vocab_size, MODEL, seed=0)
+    model = classifier("gpt", body)
+    body.requires_grad_(True)
+    body.tok_emb.requires_grad_(False)  # freeze the token embeddings only
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    steps_seen = []
+    fine_tune(model, body, sentiment_examples(16, seed=0), sentiment_loss("gpt", tokenizer), None,
+              steps=3, batch_size=8, lr=1e-2, warmup=1, on_step=lambda step, m: steps_seen.append(step))
+    after = model.state_dict()
+    embedding = [k for k in before if k.startswith("gpt.tok_emb.")]
+    rest = [k for k in before if k.startswith("gpt.") and k not in embedding]
+    assert embedding and all(np.array_equal(before[k], after[k]) for k in embedding)
+    assert sum(not np.array_equal(before[k], after[k]) for k in rest) > len(rest) / 2
+    assert steps_seen == [1, 2, 3]
+
+
 def test_command_line_writes_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "few.json", tmp_path / "few.png"
     assert main(["few-shot", "--quick", "--json", str(out), "--plot", str(png)]) == 0

@@ -142,11 +142,12 @@ def new_body(family: str, vocab_size: int, model: dict, seed: int):
                 dim_feedforward=model["dim_feedforward"], dropout=model["dropout"], pad_id=PAD_ID, rng=rng)
 
 
-def pretrain(family: str, sentences, tokenizer, model: dict, steps, batch_size, lr, warmup, seed=0):
+def pretrain(family: str, sentences, tokenizer, model: dict, steps, batch_size, lr, warmup, seed=0, on_step=None):
     """Pre-train on unlabelled ``sentences``: a GPT with next-token prediction (``<bos> w1 .. wk``
     -> ``w1 .. wk <eos>``), a BERT with the masked-LM loss (``mask_tokens``: 15 %, 80/10/10).
     Returns (the language model: the GPT, or the BERT inside its masked-LM head; losses); the
-    body to fine-tune is ``lm`` for a GPT and ``lm.bert`` for a BERT."""
+    body to fine-tune is ``lm`` for a GPT and ``lm.bert`` for a BERT. ``on_step(step, lm)`` is
+    ``fit``'s hook (a validation curve, early stopping)."""
     V = tokenizer.vocab_size
     body = new_body(family, V, model, seed)
     if family == "gpt":
@@ -155,7 +156,7 @@ def pretrain(family: str, sentences, tokenizer, model: dict, steps, batch_size, 
             ids = [tokenizer.encode(" ".join(sentences[i])) for i in rows]
             return pad_batch([[BOS_ID, *s] for s in ids], PAD_ID)[0], pad_batch([[*s, EOS_ID] for s in ids], IGNORE_INDEX)[0]
 
-        return body, fit(body, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps, lr, warmup)
+        return body, fit(body, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps, lr, warmup, on_step=on_step)
     mlm = BertForMaskedLM(body) if model["tie_weights"] else UntiedBertForMaskedLM(body)
 
     def batch(step):
@@ -163,7 +164,7 @@ def pretrain(family: str, sentences, tokenizer, model: dict, steps, batch_size, 
         rows = rng.integers(0, len(sentences), batch_size)
         return mlm_batch(bert_inputs([sentences[i] for i in rows], tokenizer), rng, V)
 
-    return mlm, fit(mlm, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps, lr, warmup)
+    return mlm, fit(mlm, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps, lr, warmup, on_step=on_step)
 
 
 def rating_accuracy(family: str, lm, examples, tokenizer) -> float:
@@ -204,17 +205,21 @@ def logits_of(family, model, sentences, tokenizer):
     return model(bert_inputs(sentences, tokenizer))
 
 
-def fine_tune(model, body, examples, loss_of, frozen: bool, steps, batch_size, lr, warmup, seed=0):
+def fine_tune(model, body, examples, loss_of, frozen: bool | None, steps, batch_size, lr, warmup, seed=0,
+              on_step=None):
     """Train ``model`` (a head around ``body``) on ``examples``: ``loss_of(model, batch)`` scores a
-    batch, a list of examples drawn without replacement. ``frozen``: ``body.requires_grad_(False)``
-    first, so only the head learns and the optimizer never sees the body. Returns the losses."""
-    body.requires_grad_(not frozen)
+    batch, a list of examples drawn without replacement. ``frozen=True``: ``body.requires_grad_(False)``
+    first, so only the head learns and the optimizer never sees the body; ``False``: the whole
+    body learns; ``None``: each parameter keeps the ``requires_grad`` the caller gave it (freeze
+    the embeddings or the lower layers only). ``on_step`` is ``fit``'s hook. Returns the losses."""
+    if frozen is not None:
+        body.requires_grad_(not frozen)
     size = min(batch_size, len(examples))
 
     def batch(step):
         return [examples[i] for i in step_rng(seed, step).choice(len(examples), size, replace=False)]
 
-    return fit(model, loss_of, batch, steps, lr, warmup)
+    return fit(model, loss_of, batch, steps, lr, warmup, on_step=on_step)
 
 
 def sentiment_loss(family, tokenizer):

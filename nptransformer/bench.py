@@ -416,7 +416,9 @@ def memory_probe(framework: str, size: Size, seed: int = 0) -> dict:
             f.write("5")  # reset VmHWM, the peak resident set size, to the current size
         before = _proc_status("VmRSS")
         runner.train_step()
-        result["rss_growth_bytes"] = _proc_status("VmHWM") - before
+        # The kernel's RSS counters are kept per thread and folded in lazily, so a step that needs
+        # no new memory (the smallest sizes) can read a page or two below zero: that is no growth.
+        result["rss_growth_bytes"] = max(0, _proc_status("VmHWM") - before)
     except (OSError, TypeError):
         result["rss_growth_bytes"] = None  # not Linux
     if framework == "ours":

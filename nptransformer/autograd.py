@@ -36,6 +36,15 @@ class ShapeError(OpError):
     """An op was called with shapes it cannot combine."""
 
 
+def describe_shapes(**arrays) -> str:
+    """'x shape (4, 5), bias shape None': the shapes of named arrays, for an op's error message.
+
+    Called only when raising: formatting the string on every call would cost more than the
+    checks it serves.
+    """
+    return ", ".join(f"{name} shape {None if a is None else a.shape}" for name, a in arrays.items())
+
+
 # --------------------------------------------------------------------------- grad mode
 class _GradMode(threading.local):
     enabled = True

@@ -21,32 +21,27 @@ import math
 
 import numpy
 
-from ..autograd import Function, OpError, ShapeError, Tensor, _is_float
+from ..autograd import Function, OpError, ShapeError, Tensor, _is_float, describe_shapes
 from ..backend import get_array_module
 from .primitives import _data, masked_fill
 
 NAME = "scaled_dot_product_attention"
 
 
-def _shapes(q, k, v):
-    """The shapes for an error message, formatted only when raising (a closure made on every call,
-    or the string itself, would cost more than the checks)."""
-    return f"q {q.shape}, k {k.shape}, v {v.shape}"
-
-
 def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     """Raise one OpError / ShapeError naming the op, the shapes and what was expected."""
     expected = "expected q (..., T, D), k (..., S, D), v (..., S, Dv) with the same leading axes"
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ShapeError(f"{NAME}: got {_shapes(q, k, v)}; {expected} (at least 2 axes each)")
+        raise ShapeError(f"{NAME}: got {describe_shapes(q=q, k=k, v=v)}; {expected} (at least 2 axes each)")
     if k.shape[:-2] != q.shape[:-2] or v.shape[:-2] != q.shape[:-2]:
-        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {_shapes(q, k, v)}; {expected}")
+        raise ShapeError(f"{NAME}: leading (batch, head) axes differ: {describe_shapes(q=q, k=k, v=v)}; {expected}")
     if k.shape[-1] != q.shape[-1]:
-        raise ShapeError(f"{NAME}: q and k need the same feature size D: {_shapes(q, k, v)}; {expected}")
+        raise ShapeError(f"{NAME}: q and k need the same feature size D: {describe_shapes(q=q, k=k, v=v)}; {expected}")
     if v.shape[-2] != k.shape[-2]:
-        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {_shapes(q, k, v)}; {expected}")
+        raise ShapeError(f"{NAME}: k and v need the same number of keys S: {describe_shapes(q=q, k=k, v=v)}; {expected}")
     if not (_is_float(q.dtype) and q.dtype == k.dtype == v.dtype):
-        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} ({_shapes(q, k, v)})")
+        raise OpError(f"{NAME}: q, k, v need one floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype} "
+                      f"({describe_shapes(q=q, k=k, v=v)})")
     if not 0.0 <= dropout_p < 1.0:
         raise OpError(f"{NAME}: dropout_p must be in [0, 1), got {dropout_p!r}")
     if rng is not None and not isinstance(rng, numpy.random.Generator):
@@ -71,7 +66,7 @@ def _check_inputs(q, k, v, mask, is_causal, dropout_p, rng):
     if not fits:
         raise ShapeError(
             f"{NAME}: a mask of shape {mask.shape} does not broadcast to the scores' shape {scores} "
-            f"(..., T, S) for {_shapes(q, k, v)}"
+            f"(..., T, S) for {describe_shapes(q=q, k=k, v=v)}"
         )
 
 

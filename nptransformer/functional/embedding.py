@@ -9,37 +9,33 @@ from __future__ import annotations
 
 import numbers
 
-from ..autograd import Function, OpError, ShapeError, Tensor
+from ..autograd import Function, OpError, ShapeError, Tensor, describe_shapes
 from ..backend import get_array_module
-
-
-def _shapes(ids, weight):
-    """The shapes for an error message, formatted only when raising (a closure made on every call,
-    or the string itself, would cost more than the checks)."""
-    return f"ids shape {ids.shape}, weight shape {weight.shape}"
 
 
 def _check_embedding(ids, weight, padding_idx):
     """Raise one OpError naming the shapes and the offending value, for any input embedding cannot take."""
     if weight.ndim != 2:
-        raise ShapeError(f"embedding: weight must be a table of shape (V, C), one row per token ({_shapes(ids, weight)})")
+        raise ShapeError(f"embedding: weight must be a table of shape (V, C), one row per token "
+                         f"({describe_shapes(ids=ids, weight=weight)})")
     n_rows = weight.shape[0]
     if ids.dtype.kind not in "iu":
         first = f", the first is {ids.reshape(-1)[0].item()!r}" if ids.size else ""
         raise OpError(
-            f"embedding: ids must be integers in [0, {n_rows}), got dtype {ids.dtype}{first} ({_shapes(ids, weight)}); "
+            f"embedding: ids must be integers in [0, {n_rows}), got dtype {ids.dtype}{first} ({describe_shapes(ids=ids, weight=weight)}); "
             "cast token ids to an integer dtype"
         )
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_rows):
         bad = (ids < 0) | (ids >= n_rows)
         raise OpError(
-            f"embedding: {int(bad.sum())} id(s) out of range, the first is {int(ids[bad][0])} ({_shapes(ids, weight)}); "
+            f"embedding: {int(bad.sum())} id(s) out of range, the first is {int(ids[bad][0])} ({describe_shapes(ids=ids, weight=weight)}); "
             f"expected ids in [0, {n_rows}), one per row of weight"
         )
     if padding_idx is not None and (
         isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -n_rows <= padding_idx < n_rows
     ):
-        raise OpError(f"embedding: padding_idx={padding_idx!r} is not a row of weight ({_shapes(ids, weight)}); expected an int in [{-n_rows}, {n_rows}) or None")
+        raise OpError(f"embedding: padding_idx={padding_idx!r} is not a row of weight "
+                      f"({describe_shapes(ids=ids, weight=weight)}); expected an int in [{-n_rows}, {n_rows}) or None")
 
 
 class Embedding(Function):

@@ -8,34 +8,28 @@ three lines, derived in ``docs/derivations/layer_norm.md``.
 """
 from __future__ import annotations
 
-from ..autograd import Function, OpError, ShapeError, _is_float
+from ..autograd import Function, OpError, ShapeError, _is_float, describe_shapes
 from ..backend import get_array_module
-
-
-def _shapes(x, weight, bias):
-    """The shapes for an error message, formatted only when raising (a closure made on every call,
-    or the string itself, would cost more than the checks)."""
-    return (
-        f"x shape {x.shape}, weight shape {None if weight is None else weight.shape}, "
-        f"bias shape {None if bias is None else bias.shape}"
-    )
 
 
 def _check_layer_norm(x, weight, bias, eps):
     """Raise one OpError naming the shapes, for any input layer_norm cannot take."""
     if not _is_float(x.dtype):
-        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} ({_shapes(x, weight, bias)})")
+        raise OpError(f"layer_norm: expects floating-point x, got dtype {x.dtype} "
+                      f"({describe_shapes(x=x, weight=weight, bias=bias)})")
     if x.ndim == 0 or x.shape[-1] == 0:
-        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over ({_shapes(x, weight, bias)}); expected x of shape (..., C), C >= 1")
+        raise ShapeError(f"layer_norm: x needs a non-empty last axis to normalize over "
+                         f"({describe_shapes(x=x, weight=weight, bias=bias)}); expected x of shape (..., C), C >= 1")
     channels = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (channels,):
             raise ShapeError(
-                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({_shapes(x, weight, bias)}); "
+                f"layer_norm: {name} has shape {p.shape} but x has shape {x.shape} ({describe_shapes(x=x, weight=weight, bias=bias)}); "
                 f"expected {name} of shape ({channels},), one entry per feature of x's last axis"
             )
     if not eps > 0:
-        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} ({_shapes(x, weight, bias)})")
+        raise OpError(f"layer_norm: eps must be a positive number, got {eps!r} "
+                      f"({describe_shapes(x=x, weight=weight, bias=bias)})")
 
 
 class LayerNorm(Function):

@@ -7,27 +7,23 @@ Derivation: docs/derivations/linear.md
 """
 from __future__ import annotations
 
-from ..autograd import Function, ShapeError
-
-
-def _shapes(x, weight, bias):
-    """The shapes for an error message, formatted only when raising (a closure made on every call,
-    or the string itself, would cost more than the checks)."""
-    return f"x shape {x.shape}, weight shape {weight.shape}, bias shape {None if bias is None else bias.shape}"
+from ..autograd import Function, ShapeError, describe_shapes
 
 
 def _check_linear(x, weight, bias):
     """Raise one ShapeError naming the shapes, for any inputs linear cannot combine."""
     if weight.ndim != 2:
-        raise ShapeError(f"linear: weight must be a matrix of shape (out_features, in_features) ({_shapes(x, weight, bias)})")
+        raise ShapeError(f"linear: weight must be a matrix of shape (out_features, in_features) "
+                         f"({describe_shapes(x=x, weight=weight, bias=bias)})")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ShapeError(
             f"linear: x's last axis must have weight.shape[1] = {weight.shape[1]} features, got x of "
-            f"shape {x.shape} ({_shapes(x, weight, bias)}); expected x of shape (..., {weight.shape[1]}) for a weight "
-            "of shape (out_features, in_features), PyTorch's layout"
+            f"shape {x.shape} ({describe_shapes(x=x, weight=weight, bias=bias)}); expected x of shape "
+            f"(..., {weight.shape[1]}) for a weight of shape (out_features, in_features), PyTorch's layout"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ShapeError(f"linear: bias must have shape ({weight.shape[0]},), one entry per output feature ({_shapes(x, weight, bias)})")
+        raise ShapeError(f"linear: bias must have shape ({weight.shape[0]},), one entry per output feature "
+                         f"({describe_shapes(x=x, weight=weight, bias=bias)})")
 
 
 class Linear(Function):

@@ -47,14 +47,11 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nptransformer import functional as F
 from nptransformer.autograd import no_grad
 from nptransformer.data import (
-    BOS_ID,
     FEW_SHOT_LABEL_WORDS,
     MASK_ID,
     NEGATIVE_WORDS,
-    PAD_ID,
     POSITIVE_WORDS,
     RATING_WORDS,
     SPECIAL_TOKENS,
@@ -62,13 +59,12 @@ from nptransformer.data import (
     few_shot_documents,
     few_shot_vocabulary,
     mask_tokens,
-    pad_batch,
     review_corpus,
     sentiment_examples,
     sentiment_label,
     sentiment_vocabulary,
 )
-from nptransformer.experiments.few_shot import FEW_SHOT_DEFAULTS, few_shot_prompts, few_shot_scores
+from nptransformer.experiments.few_shot import FEW_SHOT_DEFAULTS, draw_few_shot_curve, few_shot_prompts, few_shot_scores
 from nptransformer.experiments.transfer import (
     METHODS,
     TRANSFER_DEFAULTS,
@@ -517,29 +513,15 @@ print(f"\nGPT pre-trained on {len(documents)} documents, {FS_STEPS} steps in {ti
 # With no example the model cannot know which of the six pairs this prompt uses.
 
 # %%
-label_ids = [fs_tokenizer.token_to_id(w) for pair in FEW_SHOT_LABEL_WORDS for w in pair]
-fs_gpt.eval()
-few_shot = {}
-for k in KS:
-    scores = few_shot_scores(fs_gpt, fs_tokenizer, prompts[k])  # accuracy, and P(the prompt's two label words)
-    rows = [[BOS_ID, *fs_tokenizer.encode(" ".join(p))] for p, _, _ in prompts[k]]
-    ids, lengths = pad_batch(rows, PAD_ID)[0], np.array([len(r) for r in rows])  # (B, T), (B,)
-    with no_grad():
-        p = F.softmax(fs_gpt(ids), axis=-1).numpy()[np.arange(len(rows)), lengths - 1]  # (B, V) after ":"
-    few_shot[k] = {"accuracy": scores["accuracy"], "pair": scores["label_mass"],
-                   "labels": p[:, label_ids].sum(axis=1).mean()}
-    print(f"k = {k}: accuracy {few_shot[k]['accuracy']:.3f}; probability on the prompt's two label words "
-          f"{few_shot[k]['pair']:.3f}, on all {len(label_ids)} label words {few_shot[k]['labels']:.3f}")
+few_shot = {k: few_shot_scores(fs_gpt, fs_tokenizer, prompts[k]) for k in KS}  # eval mode, no gradients
+n_label_words = sum(len(pair) for pair in FEW_SHOT_LABEL_WORDS)
+for k, scores in few_shot.items():
+    print(f"k = {k}: accuracy {scores['accuracy']:.3f}; probability on the prompt's two label words "
+          f"{scores['label_mass']:.3f}, on all {n_label_words} label words {scores['all_label_mass']:.3f}")
 
 fig, ax = plt.subplots(figsize=(5.5, 3.6))
-ax.plot(KS, [few_shot[k]["accuracy"] for k in KS], "o-", label="accuracy (right word > wrong word)")
-ax.plot(KS, [few_shot[k]["pair"] for k in KS], "s-", label="P(one of the prompt's two label words)")
-ax.axhline(0.5, color="k", ls=":", lw=1, label="chance accuracy")
-ax.set_xticks(KS)
-ax.set_ylim(0, 1.02)
-ax.set_xlabel("k, labelled examples in the prompt")
+draw_few_shot_curve(ax, KS, [few_shot[k]["accuracy"] for k in KS], [few_shot[k]["label_mass"] for k in KS])
 ax.set_title("In-context learning, small live run")
-ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]

@@ -7,10 +7,21 @@ import json
 import numpy as np
 import pytest
 
-from nptransformer.data import WordTokenizer, sentiment_examples, sentiment_vocabulary
+from nptransformer import no_grad
+from nptransformer.nn import eval_mode
+from nptransformer.data import (
+    BOS_ID,
+    FEW_SHOT_LABEL_WORDS,
+    PAD_ID,
+    WordTokenizer,
+    few_shot_vocabulary,
+    pad_batch,
+    sentiment_examples,
+    sentiment_vocabulary,
+)
 from nptransformer.experiments import EXPERIMENTS, QUICK_SETTINGS, few_shot_curve, fit, perplexity_table
 from nptransformer.experiments.__main__ import main
-from nptransformer.experiments.few_shot import few_shot_prompts
+from nptransformer.experiments.few_shot import few_shot_prompts, few_shot_scores
 from nptransformer.experiments.perplexity import docstring_corpus, docstring_sentences, grammar_corpus
 from nptransformer.experiments.transfer import (
     FAMILIES,
@@ -82,6 +93,23 @@ def test_ner_and_few_shot_are_well_formed(results):
     assert few["prompt_tokens"]["0"] < few["prompt_tokens"]["1"] < few["prompt_tokens"]["2"]
     assert list(few["label_mass"]) == ["0", "1", "2"] and all(0.0 < m <= 1.0 for m in few["label_mass"].values())
     json.dumps(ner), json.dumps(few)
+
+
+def test_few_shot_scores_read_the_next_token_distribution_after_each_prompt():
+    tokenizer = WordTokenizer(few_shot_vocabulary())
+    gpt = new_body("gpt", tokenizer.vocab_size, MODEL | {"max_len": 64}, seed=0)
+    prompts = few_shot_prompts([1], 12)[1]
+    scores = few_shot_scores(gpt, tokenizer, prompts, batch_size=5)  # batches of 5, 5 and 2
+    ids = [[BOS_ID, *tokenizer.encode(" ".join(p))] for p, _, _ in prompts]
+    with no_grad(), eval_mode(gpt):  # as few_shot_scores reads it: dropout off
+        logits = gpt(pad_batch(ids, PAD_ID)[0]).numpy().astype(np.float64)[np.arange(12), [len(i) - 1 for i in ids]]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    good, bad = ([tokenizer.token_to_id(t[i]) for t in prompts] for i in (1, 2))
+    every = [tokenizer.token_to_id(w) for pair in FEW_SHOT_LABEL_WORDS for w in pair]
+    assert scores["accuracy"] == np.mean(logits[np.arange(12), good] > logits[np.arange(12), bad])
+    np.testing.assert_allclose(scores["label_mass"], np.mean(probs[np.arange(12), good] + probs[np.arange(12), bad]))
+    np.testing.assert_allclose(scores["all_label_mass"], np.mean(probs[:, every].sum(axis=1)))
+    assert 0 < scores["label_mass"] < scores["all_label_mass"] < 1
 
 
 def test_experiments_are_reproducible(results):

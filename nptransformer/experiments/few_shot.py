@@ -78,8 +78,11 @@ def few_shot_scores(gpt, tokenizer, prompts, batch_size=250) -> dict:
 
     * ``accuracy``: the fraction where the right word gets the larger logit of the two;
     * ``label_mass``: the mean probability of the prompt's two label words together, how sure
-      the model is that one of them comes next (whichever it prefers)."""
-    right, mass = [], []
+      the model is that one of them comes next (whichever it prefers);
+    * ``all_label_mass``: the mean probability of every pair's label words
+      (``FEW_SHOT_LABEL_WORDS``), how sure it is that some label word comes next."""
+    label_ids = [tokenizer.token_to_id(w) for pair in FEW_SHOT_LABEL_WORDS for w in pair]
+    right, mass, all_mass = [], [], []
     with no_grad(), eval_mode(gpt):
         for start in range(0, len(prompts), batch_size):
             part = prompts[start:start + batch_size]
@@ -94,7 +97,9 @@ def few_shot_scores(gpt, tokenizer, prompts, batch_size=250) -> dict:
             rows = np.arange(len(part))
             right += (last[rows, good] > last[rows, bad]).tolist()
             mass += (probs[rows, good] + probs[rows, bad]).tolist()
-    return {"accuracy": float(np.mean(right)), "label_mass": float(np.mean(mass))}
+            all_mass += probs[:, label_ids].sum(axis=1).tolist()
+    return {"accuracy": float(np.mean(right)), "label_mass": float(np.mean(mass)),
+            "all_label_mass": float(np.mean(all_mass))}
 
 
 def few_shot_curve(log=print, **overrides) -> dict:
@@ -143,23 +148,28 @@ def few_shot_curve(log=print, **overrides) -> dict:
     return out
 
 
+def draw_few_shot_curve(ax, ks, accuracy, label_mass) -> None:
+    """Draw on matplotlib axes ``ax`` the accuracy and the probability of the prompt's two label
+    words against k (one value per k in ``ks``), with the chance line."""
+    ax.plot(ks, accuracy, marker="o", label="accuracy (right word > wrong word)")
+    ax.plot(ks, label_mass, marker="s", label="P(one of the prompt's two label words)")
+    ax.axhline(0.5, color="k", ls=":", lw=1, label="chance accuracy")
+    ax.set_xticks(ks)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("k, labelled examples in the prompt")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def plot_few_shot_curve(result: dict, path) -> None:
-    """Accuracy and the probability of the prompt's two label words against k, with the chance
-    line, written to ``path`` as PNG."""
+    """``draw_few_shot_curve`` of a ``few_shot_curve`` result, written to ``path`` as PNG."""
     from .plots import figure, save
 
     ks = [int(k) for k in result["accuracy"]]
     fig = figure(width=5.0, height=3.6)
     ax = fig.add_subplot()
-    ax.plot(ks, [result["accuracy"][str(k)] for k in ks], marker="o", label="accuracy (right word > wrong word)")
-    ax.plot(ks, [result["label_mass"][str(k)] for k in ks], marker="s", label="P(one of the prompt's two label words)")
-    ax.axhline(0.5, color="k", ls=":", lw=1, label="chance accuracy")
-    ax.set_xticks(ks)
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("k, labelled examples in the prompt")
+    draw_few_shot_curve(ax, ks, [result["accuracy"][str(k)] for k in ks], [result["label_mass"][str(k)] for k in ks])
     ax.set_title("Few-shot prompts, pre-trained GPT")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
     save(fig, path)
 
 

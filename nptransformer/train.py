@@ -86,8 +86,8 @@ from .data import (
 from .data.files import read_json, write_text_atomically
 from .data.tasks import LETTERS
 from .decoding.generate import Seq2SeqScorer
-from .early_stopping import EarlyStopping
 from .decoding.search import sample
+from .early_stopping import EarlyStopping
 from .nn import GPT, MultiheadAttention, Seq2SeqTransformer, manual_seed
 from .nn.module import ModuleError, eval_mode
 from .optim import Adam, NoamSchedule, clip_grad_norm_
